@@ -1,0 +1,198 @@
+"""Where the store is and how this site's vpopmail was built.
+
+Precedence for every setting: command-line option > environment variable >
+config file > what the machine says (the `vpopmail` user's home) > the embedded
+default store in the user data dir.  The site build choices that leak into data
+(clear-text password field, hash scheme, `.qmail-default` action, name limits)
+default to sagredo vpopmail 5.6's.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, fields
+from importlib import resources
+
+from .errors import ConfigError
+
+APP = "vcli"
+
+# config key -> (environment variable, type)
+_SETTINGS_ENV = {
+    "vpopmail_dir": ("VPOPMAIL_DIR", str),
+    "qmail_dir": ("QMAIL_DIR", str),
+    "clear_passwords": ("VCLI_CLEAR_PASSWORDS", bool),
+    "hash": ("VCLI_HASH", str),
+    "qmail_default": ("VCLI_QMAIL_DEFAULT", str),
+    "max_user": ("VCLI_MAX_USER", int),
+    "max_gecos": ("VCLI_MAX_GECOS", int),
+    "random_length": ("VCLI_RANDOM_LENGTH", int),
+    "lock_wait": ("VCLI_LOCK_WAIT", float),
+    "vpopmail_uid": ("VCLI_VPOPMAIL_UID", int),
+    "vpopmail_gid": ("VCLI_VPOPMAIL_GID", int),
+}
+
+
+@dataclass
+class Settings:
+    vpopmail_dir: str = ""
+    qmail_dir: str = "/var/qmail"
+    clear_passwords: bool = False  # --enable-clear-passwd
+    hash: str = "sha512"  # sha512 | md5 | des
+    qmail_default: str = "delete"  # vdelivermail action of new domains (DerDakon: bounce-no-mailbox)
+    max_user: int = 64
+    max_gecos: int = 64
+    random_length: int = 12
+    lock_wait: float | None = None  # seconds; None = vpopmail's 20 s
+    vpopmail_uid: int | None = None
+    vpopmail_gid: int | None = None
+    embedded: bool = False
+    config_file: str | None = None
+    profiles: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def config_paths() -> list[str]:
+    """Config files in the order they are tried: VCLI_CONFIG, then root's or the user's."""
+    env = os.environ.get("VCLI_CONFIG")
+    if env:
+        return [env]
+    paths = []
+    if os.geteuid() == 0:
+        paths.append("/etc/vcli/config.toml")
+    from platformdirs import user_config_dir
+
+    paths.append(os.path.join(user_config_dir(APP), "config.toml"))
+    return paths
+
+
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"not a boolean: {text!r}")
+
+
+def _coerce(name: str, value, typ):
+    try:
+        if typ is bool:
+            return value if isinstance(value, bool) else _parse_bool(str(value))
+        return typ(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"bad value for {name}: {value!r}") from None
+
+
+def load_config_file(path: str) -> dict:
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _vpopmail_home() -> str | None:
+    try:
+        import pwd
+
+        home = pwd.getpwnam("vpopmail").pw_dir
+    except (KeyError, ImportError):
+        return None
+    return home if home and os.path.isdir(home) else None
+
+
+def _ids() -> tuple[int | None, int | None]:
+    """uid/gid of the vpopmail user and vchkpw group, when the machine has them."""
+    uid = gid = None
+    try:
+        import grp
+        import pwd
+
+        uid = pwd.getpwnam("vpopmail").pw_uid
+        gid = grp.getgrnam("vchkpw").gr_gid
+    except (KeyError, ImportError):
+        pass
+    return uid, gid
+
+
+def embedded_root() -> str:
+    from platformdirs import user_data_dir
+
+    return os.path.join(user_data_dir(APP), "store")
+
+
+def ensure_embedded(root: str, announce) -> None:
+    """Create the embedded store the first time: a vpopmail and a qmail tree."""
+    marker = os.path.join(root, "vpopmail", "etc", "vlimits.default")
+    if os.path.exists(marker):
+        return
+    for d in ("vpopmail/etc", "vpopmail/bin", "vpopmail/domains", "qmail/users", "qmail/control"):
+        os.makedirs(os.path.join(root, d), mode=0o700, exist_ok=True)
+    for name in ("password_strength.conf", "vlimits.default"):
+        data = resources.files("vcli").joinpath("data", name).read_bytes()
+        path = os.path.join(root, "vpopmail", "etc", name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    assign = os.path.join(root, "qmail", "users", "assign")
+    if not os.path.exists(assign):
+        with open(assign, "wb") as f:
+            f.write(b".\n")
+    announce(f"vcli: no vpopmail installation found; using the embedded store in {root}")
+
+
+def load_settings(overrides: dict | None = None, announce=None) -> Settings:
+    """Resolve the settings from options, environment, config file and machine."""
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if announce is None:
+
+        def announce(msg):
+            print(msg, file=sys.stderr)
+
+    config: dict = {}
+    config_file = None
+    for path in config_paths():
+        config = load_config_file(path)
+        if config:
+            config_file = path
+            break
+    store_section = config.get("store", config)
+    s = Settings(config_file=config_file, profiles=config.get("profiles", {}) or {})
+    for name, (env, typ) in _SETTINGS_ENV.items():
+        if name in overrides:
+            value = overrides[name]
+        elif os.environ.get(env) not in (None, ""):
+            value = os.environ[env]
+        elif name in store_section:
+            value = store_section[name]
+        else:
+            continue
+        setattr(s, name, _coerce(name, value, typ))
+    if s.hash not in ("sha512", "md5", "des"):
+        raise ConfigError(f"unknown hash scheme {s.hash!r} (sha512, md5 or des)")
+    if not s.vpopmail_dir:
+        home = _vpopmail_home()
+        if home:
+            s.vpopmail_dir = home
+        else:
+            root = embedded_root()
+            ensure_embedded(root, announce)
+            s.vpopmail_dir = os.path.join(root, "vpopmail")
+            if "qmail_dir" not in overrides and not os.environ.get("QMAIL_DIR") and "qmail_dir" not in store_section:
+                s.qmail_dir = os.path.join(root, "qmail")
+            s.embedded = True
+    if s.vpopmail_uid is None or s.vpopmail_gid is None:
+        uid, gid = _ids()
+        if s.embedded or uid is None:
+            uid, gid = os.getuid(), os.getgid()
+        s.vpopmail_uid = s.vpopmail_uid if s.vpopmail_uid is not None else uid
+        s.vpopmail_gid = s.vpopmail_gid if s.vpopmail_gid is not None else gid
+    return s

@@ -1,0 +1,157 @@
+"""Crash-safe file writes and vpopmail-compatible locks.
+
+Every file the store changes is written to a temporary name in the same
+directory, fsync'ed, renamed over the old one and the directory fsync'ed, so a
+crash leaves the old file or the new one.  Locks are POSIX record locks
+(fcntl F_SETLK) on the same `*.lock` files vpopmail uses; flock() would not
+exclude the C tools.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+from ..errors import LockBusy, StoreIOError
+
+
+class Owner:
+    """Who new files belong to: (uid, gid) applied only when running as root."""
+
+    def __init__(self, uid: int | None = None, gid: int | None = None):
+        self.uid, self.gid = uid, gid
+
+    @property
+    def active(self) -> bool:
+        return self.uid is not None and os.geteuid() == 0
+
+    def apply(self, path: str, follow: bool = False) -> None:
+        if self.active:
+            os.chown(path, self.uid, self.gid if self.gid is not None else -1, follow_symlinks=follow)
+
+    def apply_fd(self, fd: int) -> None:
+        if self.active:
+            os.fchown(fd, self.uid, self.gid if self.gid is not None else -1)
+
+
+NOBODY = Owner()
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def io_error(exc: OSError, path: str) -> StoreIOError:
+    return StoreIOError(f"{path}: {os.strerror(exc.errno) if exc.errno else exc}")
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBODY, tmp_name: str | None = None) -> None:
+    """Replace `path` with `data`: temp file + fsync + rename + directory fsync."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, tmp_name or f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise io_error(exc, path) from None
+    try:
+        try:
+            os.fchmod(fd, mode)
+            owner.apply_fd(fd)
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_dir(directory)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise io_error(exc, path) from None
+
+
+def read_bytes(path: str) -> bytes | None:
+    """File contents, or None when it does not exist."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+# How long to wait for a busy lock when the caller does not say (seconds).  vpopmail
+# retries 10 times 2 s apart before "File busy try again later!".
+DEFAULT_LOCK_WAIT = 20.0
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+_held = threading.local()
+
+
+@contextmanager
+def locked(lock_path: str, wait: float | None = None, owner: Owner = NOBODY):
+    """Hold an fcntl write lock on `lock_path` (created 0600, never removed).
+
+    fcntl locks belong to the process, so threads of one process (the daemon)
+    are also serialised by a per-path thread lock.
+    """
+    wait = DEFAULT_LOCK_WAIT if wait is None else wait
+    key = os.path.abspath(lock_path)
+    held = _held.__dict__.setdefault("paths", set())
+    if key in held:  # re-entered by the same thread: closing a second fd would drop the lock
+        yield
+        return
+    with _thread_locks_guard:
+        tlock = _thread_locks.setdefault(key, threading.Lock())
+    acquired = tlock.acquire(timeout=wait) if wait > 0 else tlock.acquire(blocking=False)
+    if not acquired:
+        raise LockBusy()
+    held.add(key)
+    try:
+        with _fcntl_locked(lock_path, wait, owner):
+            yield
+    finally:
+        held.discard(key)
+        tlock.release()
+
+
+@contextmanager
+def _fcntl_locked(lock_path: str, wait: float, owner: Owner):
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise io_error(exc, lock_path) from None
+    try:
+        owner.apply_fd(fd)
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.ENOLCK):
+                    raise io_error(exc, lock_path) from None
+                if time.monotonic() >= deadline:
+                    raise LockBusy() from None
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, 0.25)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)

@@ -1,0 +1,153 @@
+"""Password hashing, verification, random passwords and the strength policy.
+
+Hashing goes through the system's crypt(3) (libxcrypt) via the `crypt_r`
+package: the same function vchkpw and vpopmaild call, so every scheme a site's
+vpopmail accepts ($1$, $5$, $6$, $2b$, $y$, DES) verifies identically here.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import re
+import secrets
+from dataclasses import dataclass
+
+from ..errors import VpopError, WeakPassword
+
+SALT_CHARS = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+RANDOM_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.@!#%*"
+SCHEMES = {"sha512": "$6$", "md5": "$1$", "des": ""}
+MAX_CLEAR = 128
+MAX_HASH = 128
+
+
+def _crypt(word: str, salt: str) -> str | None:
+    import crypt_r  # deferred: read-only commands never pay for it
+
+    return crypt_r.crypt(word, salt)
+
+
+def hash_password(clear: str, scheme: str = "sha512") -> str:
+    """crypt(3) hash with a fresh 8-char salt ($6$ / $1$) or a 2-char DES salt."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"unknown hash scheme {scheme!r}")
+    if scheme == "des":
+        salt = "".join(secrets.choice(SALT_CHARS) for _ in range(2))
+    else:
+        salt = SCHEMES[scheme] + "".join(secrets.choice(SALT_CHARS) for _ in range(8))
+    result = _crypt(clear, salt)
+    if not result or (scheme != "des" and result[2:3] != "$"):
+        raise VpopError(code=-18)
+    return result
+
+
+def verify_password(clear: str, stored: str) -> bool:
+    """crypt(clear, stored) == stored, skipping a leading {SCHEME}; empty never matches."""
+    if stored.startswith("{") and "}" in stored:
+        stored = stored[stored.index("}") + 1 :]
+    if not stored:
+        return False
+    result = _crypt(clear, stored)
+    return bool(result) and hmac.compare_digest(result.encode(), stored.encode())
+
+
+def random_password(length: int = 12) -> str:
+    return "".join(secrets.choice(RANDOM_CHARS) for _ in range(length))
+
+
+def check_clear(clear: str) -> None:
+    """Characters the vpasswd text format cannot carry, and the length limit."""
+    if any(c in clear for c in "\0\n\r"):
+        raise VpopError(code=-20)
+    if len(clear) > MAX_CLEAR:
+        raise VpopError(code=-27)
+
+
+def check_hash(hashed: str) -> None:
+    if any(c in hashed for c in ":\0\n\r"):
+        raise VpopError(code=-20)
+    if len(hashed) > MAX_HASH:
+        raise VpopError(code=-27)
+
+
+# --- strength policy (~vpopmail/etc/password_strength.conf) -------------------
+
+_OPS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    "=": lambda a, b: a == b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+}
+# check name -> (error code, what the message calls it), in the order vpopmail checks
+_CHECKS = {
+    "length": (-70, "characters"),
+    "alphabet": (-71, "alphabetical characters"),
+    "numeric": (-72, "numbers"),
+    "other": (-73, "punctuation, symbols, or other characters"),
+    "upperlower": (-74, "uppercase and lowercase character diversity"),
+}
+
+
+@dataclass
+class Policy:
+    rules: list[tuple[str, str, float]]
+    text: str | None = None
+
+    @classmethod
+    def load(cls, vpopmail_dir: str) -> Policy:
+        rules: list[tuple[str, str, float]] = []
+        text = None
+        try:
+            with open(os.path.join(vpopmail_dir, "etc", "password_strength.conf"), encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            return cls(rules)
+        for line in lines:
+            line = line.split("#", 1)[0].strip()
+            m = re.match(r"policy\s*=\s*(.*)", line, re.I)
+            if m:
+                text = m.group(1).strip()
+                continue
+            parts = line.split()
+            if len(parts) == 3 and parts[0].lower() in _CHECKS and parts[1] in _OPS:
+                try:
+                    rules.append((parts[0].lower(), parts[1], float(parts[2])))
+                except ValueError:
+                    pass
+        return cls(rules, text)
+
+    def check(self, clear: str) -> None:
+        """Raise WeakPassword with vpopmail's wording (note the trailing space)."""
+        upper = sum(1 for c in clear if "A" <= c <= "Z")
+        lower = sum(1 for c in clear if 90 <= ord(c) <= 122)  # sic: vpopmail's range
+        digits = sum(1 for c in clear if c.isdigit())
+        alpha = upper + lower
+        n = len(clear)
+        measures = {
+            "length": n,
+            "alphabet": alpha / n if n else 0.0,
+            "numeric": digits / n if n else 0.0,
+            "other": (n - alpha - digits) / n if n else 0.0,
+            "upperlower": abs(upper - lower) / alpha if alpha else 0.0,
+        }
+        for name in _CHECKS:
+            for rname, op, value in self.rules:
+                if rname != name:
+                    continue
+                measured = measures[name]
+                if name != "length" and value > 1:
+                    value /= 100.0
+                if _OPS[op](measured, value):
+                    continue
+                code, what = _CHECKS[name]
+                if op == "=":
+                    cond = "must always be"
+                    if name == "length":
+                        what = f"{int(value)} characters long"
+                elif op in ("<", "<="):
+                    cond = "should have less" if name != "upperlower" else "requires more"
+                else:
+                    cond = "requires more" if name != "upperlower" else "can only be"
+                raise WeakPassword(f"password {cond} {what} ", code, self.text)

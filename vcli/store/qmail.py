@@ -1,0 +1,249 @@
+"""qmail's side of a domain: users/assign and its cdb, rcpthosts, morercpthosts,
+virtualdomains and locals (spec/store.md §5).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import cdb
+from .fsutil import atomic_write, locked, read_bytes
+
+RCPTHOSTS_MAX = 50  # beyond this many lines new domains go to morercpthosts
+
+
+@dataclass(frozen=True)
+class AssignEntry:
+    name: str  # the domain (real or alias)
+    real: str
+    uid: int
+    gid: int
+    dir: str
+
+    @property
+    def is_alias(self) -> bool:
+        return self.name != self.real
+
+    def line(self) -> bytes:
+        return f"+{self.name}-:{self.real}:{self.uid}:{self.gid}:{self.dir}:-::\n".encode()
+
+
+def domain_sort_key(domain: bytes) -> bytes:
+    """'a.b.example.com' -> 'example.com.a.b': vpopmail's order for qmail files."""
+    labels = domain.split(b".")[:10]
+    if len(labels) >= 2:
+        labels = labels[-2:] + labels[:-2]
+    return b".".join(labels)
+
+
+def _assign_key(line: bytes) -> bytes:
+    local = line[1:].split(b":", 1)[0]
+    return domain_sort_key(local[:-1] if local.endswith(b"-") else local)
+
+
+def _vd_key(line: bytes) -> bytes:
+    return domain_sort_key(line.split(b":", 1)[0])
+
+
+def _host_key(line: bytes) -> bytes:
+    return domain_sort_key(line.rstrip(b"\n"))
+
+
+class QmailFiles:
+    """The qmail files of one qmail directory."""
+
+    def __init__(self, qmail_dir: str, warn: Callable[[str], None] = lambda m: None, lock_wait: float | None = None):
+        self.dir = qmail_dir
+        self.warn = warn
+        self.lock_wait = lock_wait
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    # --- users/assign --------------------------------------------------------
+
+    def assign_entries(self) -> list[AssignEntry]:
+        data = read_bytes(self.path("users", "assign"))
+        if data is None:
+            return []
+        out = []
+        for line in data.split(b"\n"):
+            if line == b".":
+                break
+            e = _parse_assign(line)
+            if e:
+                out.append(e)
+        return out
+
+    def lookup(self, domain: str) -> AssignEntry | None:
+        """The users/cdb entry for `domain`, as every vpopmail program finds it."""
+        path = self.path("users", "cdb")
+        try:
+            with cdb.CdbReader(path) as r:
+                value = r.get(b"!" + domain.encode() + b"-")
+        except (OSError, ValueError):
+            return None
+        if value is None:
+            return None
+        parts = value.split(b"\0")
+        if len(parts) < 4:
+            return None
+        try:
+            return AssignEntry(domain, parts[0].decode(), int(parts[1]), int(parts[2]), parts[3].decode())
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    def add_assign(self, entry: AssignEntry) -> None:
+        self._insert_sorted(self.path("users", "assign"), entry.line(), _assign_key, before_dot=True)
+        self.compile_assign()
+
+    def remove_assign(self, entry: AssignEntry) -> None:
+        self._remove_lines(self.path("users", "assign"), {entry.line()})
+        self.compile_assign()
+
+    def compile_assign(self) -> None:
+        """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves."""
+        newu = self.path("bin", "qmail-newu")
+        if os.access(newu, os.X_OK):
+            subprocess.run([newu], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
+            return
+        data = read_bytes(self.path("users", "assign")) or b".\n"
+        atomic_write(self.path("users", "cdb"), users_cdb(data), mode=0o644, tmp_name="cdb.tmp")
+
+    # --- control files --------------------------------------------------------
+
+    def add_rcpthost(self, domain: str) -> None:
+        rcpt = read_bytes(self.path("control", "rcpthosts")) or b""
+        if rcpt.count(b"\n") >= RCPTHOSTS_MAX:
+            self._insert_sorted(self.path("control", "morercpthosts"), domain.encode() + b"\n", _host_key)
+            self._compile_morercpthosts()
+        else:
+            self._insert_sorted(self.path("control", "rcpthosts"), domain.encode() + b"\n", _host_key)
+
+    def remove_rcpthost(self, domain: str) -> None:
+        line = domain.encode() + b"\n"
+        if line in (read_bytes(self.path("control", "rcpthosts")) or b"").splitlines(keepends=True):
+            self._remove_lines(self.path("control", "rcpthosts"), {line})
+            return
+        more = self.path("control", "morercpthosts")
+        if line in (read_bytes(more) or b"").splitlines(keepends=True):
+            self._remove_lines(more, {line})
+            if not read_bytes(more):
+                for p in (more, more + ".cdb"):
+                    try:
+                        os.unlink(p)
+                    except FileNotFoundError:
+                        pass
+            else:
+                self._compile_morercpthosts()
+
+    def add_virtualdomain(self, domain: str) -> None:
+        self._insert_sorted(self.path("control", "virtualdomains"), f"{domain}:{domain}\n".encode(), _vd_key)
+
+    def remove_virtualdomain(self, domain: str) -> None:
+        self._remove_lines(self.path("control", "virtualdomains"), {f"{domain}:{domain}\n".encode()})
+
+    def remove_local(self, domain: str) -> None:
+        self._remove_lines(self.path("control", "locals"), {domain.encode() + b"\n"})
+
+    def _compile_morercpthosts(self) -> None:
+        newmrh = self.path("bin", "qmail-newmrh")
+        if os.access(newmrh, os.X_OK):
+            subprocess.run([newmrh], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
+            return
+        data = read_bytes(self.path("control", "morercpthosts")) or b""
+        recs = [(line.strip().lower(), b"") for line in data.split(b"\n") if line.strip()]
+        atomic_write(self.path("control", "morercpthosts.cdb"), cdb.build(recs), mode=0o644)
+
+    def hup_qmail_send(self) -> None:
+        """SIGHUP qmail-send so it rereads its control files (found via /proc, no shell)."""
+        try:
+            pids = [p for p in os.listdir("/proc") if p.isdigit()]
+        except OSError:
+            return
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if b"qmail-send" in cmd and not any(
+                w in cmd for w in (b"supervise", b"multilog", b"runsv", b"svscan")
+            ):
+                try:
+                    os.kill(int(pid), signal.SIGHUP)
+                except OSError:
+                    pass
+
+    # --- line editing with vpopmail's locks -----------------------------------
+
+    def _insert_sorted(self, path: str, line: bytes, key: Callable[[bytes], bytes], before_dot: bool = False) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with locked(path + ".lock", self.lock_wait):
+            data = read_bytes(path)
+            if data is None:
+                data = b".\n" if before_dot else b""
+            lines = data.splitlines(keepends=True)
+            if lines and not lines[-1].endswith(b"\n"):
+                lines[-1] += b"\n"
+            tail: list[bytes] = []
+            if before_dot and b".\n" in lines:
+                i = lines.index(b".\n")
+                lines, tail = lines[:i], [b".\n"]
+            elif before_dot:
+                tail = [b".\n"]
+            keys = [key(x) for x in lines]
+            if any(b < a for a, b in zip(keys, keys[1:], strict=False)):
+                self.warn(f"NOTICE: Out of order entries found in {path}\n   Sorting...\n")
+                lines = sorted(lines, key=key)
+                keys = [key(x) for x in lines]
+            new_key = key(line)
+            pos = next((i for i, k in enumerate(keys) if k > new_key), len(lines))
+            lines.insert(pos, line)
+            atomic_write(path, b"".join(lines + tail), mode=0o644, tmp_name=f"{os.path.basename(path)}.{os.getpid()}")
+
+    def _remove_lines(self, path: str, drop: set[bytes]) -> None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with locked(path + ".lock", self.lock_wait):
+            data = read_bytes(path) or b""
+            lines = [x for x in data.splitlines(keepends=True) if x not in drop and x.rstrip(b"\n") + b"\n" not in drop]
+            atomic_write(path, b"".join(lines), mode=0o644, tmp_name=f"{os.path.basename(path)}.{os.getpid()}")
+
+
+def _parse_assign(line: bytes) -> AssignEntry | None:
+    if not line.startswith(b"+"):
+        return None
+    parts = line.split(b":")
+    local = parts[0][1:]
+    if len(parts) < 5 or b"." not in local or not local.endswith(b"-"):
+        return None
+    try:
+        return AssignEntry(local[:-1].decode(), parts[1].decode(), int(parts[2]), int(parts[3]), parts[4].decode())
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def users_cdb(assign: bytes) -> bytes:
+    """users/cdb exactly as qmail-newu compiles users/assign."""
+    records = []
+    last_chars: list[bytes] = []
+    for line in assign.split(b"\n"):
+        if line == b".":
+            break
+        if not line or line[:1] not in (b"+", b"="):
+            continue
+        parts = line[1:].split(b":")
+        local = parts[0].lower()
+        value = b"".join(p + b"\0" for p in parts[1:6])
+        if line[:1] == b"+":
+            records.append((b"!" + local, value))
+            if local and local[-1:] not in last_chars:
+                last_chars.append(local[-1:])
+        else:
+            records.append((b"!" + local + b"\0", b"".join(p + b"\0" for p in parts[1:7])))
+    records.append((b"", b"".join(last_chars)))
+    return cdb.build(records)

@@ -1,0 +1,117 @@
+"""Quota strings and Maildir++ `maildirsize` (spec/store.md §9)."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ..errors import TooLong
+
+MAX_QUOTA = 20
+_INT_RE = re.compile(r"\s*([+-]?\d+)")
+
+
+def _strtoll(text: str) -> int:
+    m = _INT_RE.match(text)
+    return int(m.group(1)) if m else 0
+
+
+def normalize(quota: str) -> str:
+    """vpopmail's format_maildirquota: '50M' -> '52428800S', 'abc' -> '', 'NOQUOTA' kept."""
+    if quota == "NOQUOTA":
+        return quota
+    size = count = 0
+    for part in quota.split(","):
+        if part.endswith("C"):
+            count = _strtoll(part[:-1])
+            continue
+        if part[-1:] in ("S", "s"):
+            part = part[:-1]
+        if part[-1:] in ("B", "b"):
+            part = part[:-1]
+        value = _strtoll(part)
+        if part[-1:] in ("M", "m"):
+            value *= 1048576
+        elif part[-1:] in ("K", "k"):
+            value *= 1024
+        size = value
+    if size and count:
+        out = f"{size}S,{count}C"
+    elif size:
+        out = f"{size}S"
+    elif count:
+        out = f"{count}C"
+    else:
+        out = ""
+    if len(out) > MAX_QUOTA:
+        raise TooLong(f"quota too long (max={MAX_QUOTA})", -29)
+    return out
+
+
+def limits_of(quota: str) -> tuple[int, int]:
+    """(bytes, messages) of a stored quota string; 0 means no limit of that kind."""
+    size = count = 0
+    if quota and quota != "NOQUOTA":
+        for part in quota.split(","):
+            if part.endswith("C"):
+                count = _strtoll(part[:-1])
+            elif part.endswith("S"):
+                size = _strtoll(part[:-1])
+            else:
+                size = _strtoll(part)
+    return size, count
+
+
+def _message_size(folder: str, name: str) -> int:
+    m = re.search(r",S=(\d+)", name)
+    if m:
+        return int(m.group(1))
+    try:
+        return os.lstat(os.path.join(folder, name)).st_size
+    except OSError:
+        return 0
+
+
+def usage(maildir: str) -> tuple[int, int]:
+    """(bytes, messages) in a Maildir: new/ and cur/ of it and its folders, .Trash and T-flagged excluded."""
+    folders = [maildir]
+    try:
+        with os.scandir(maildir) as it:
+            for entry in it:
+                if entry.name.startswith(".") and entry.name not in (".", "..", ".Trash"):
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+    except OSError:
+        return 0, 0
+    size = count = 0
+    for folder in folders:
+        for sub in ("new", "cur"):
+            path = os.path.join(folder, sub)
+            try:
+                names = os.listdir(path)
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("."):
+                    continue
+                info = name.partition(":2,")[2]
+                if "T" in info:
+                    continue
+                size += _message_size(path, name)
+                count += 1
+    return size, count
+
+
+def percent(quota: str, used_bytes: int, used_count: int) -> int:
+    """Usage percentage as vuserinfo prints it (integer, capped at 100)."""
+    qsize, qcount = limits_of(quota)
+    pct = 0
+    if qsize:
+        pct = max(pct, used_bytes * 100 // qsize)
+    if qcount:
+        pct = max(pct, used_count * 100 // qcount)
+    return min(pct, 100)
+
+
+def maildirsize_bytes(quota: str, used_bytes: int, used_count: int) -> bytes:
+    return f"{quota}\n{used_bytes} {used_count}\n".encode()

@@ -1,0 +1,953 @@
+"""The local vpopmail store: domains, users, quotas, aliases, limits.
+
+All changes to a domain's vpasswd happen under vpopmail's own fcntl lock on
+`.vpasswd.lock`, are written through temp file + fsync + rename, and are followed
+by a byte-identical rebuild of vpasswd.cdb, so real vpopmail programs and vcli can
+work on the same domain at the same time.  Nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .. import flags as F
+from ..config import Settings
+from ..errors import (
+    AliasExists,
+    AliasNotFound,
+    BadCharacter,
+    CatchallProtected,
+    CorruptStore,
+    DomainExists,
+    DomainNotFound,
+    IllegalUsername,
+    LimitsUnreadable,
+    LoginFailed,
+    PasswordChangeDenied,
+    StoreIOError,
+    StoreMissing,
+    TooLong,
+    UserDirExists,
+    UserExists,
+    UserNotFound,
+    VpopError,
+)
+from . import cdb, names, passwords, quota
+from .dircontrol import DirControl
+from .fsutil import Owner, atomic_write, fsync_dir, io_error, locked, read_bytes
+from .limits import Limits
+from .qmail import AssignEntry, QmailFiles
+from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
+
+MAX_ALIAS_LINE = 160
+
+
+@dataclass
+class NewUser:
+    """One account to create (add_user / bulk add)."""
+
+    user: str
+    password: str | None = None  # clear text
+    hashed: str | None = None  # already encrypted (migrations, vadduser -e)
+    gecos: str | None = None
+    quota: str | None = None  # None: the domain default
+    apop: bool = False
+
+
+@dataclass
+class UserChanges:
+    """What vmoduser / mod_user may change; None means leave alone."""
+
+    gecos: str | None = None
+    password: str | None = None  # clear text, hashed with the site scheme
+    hashed: str | None = None
+    quota: str | None = None
+    clear_flags: bool = False  # -x: gid := 0 before set_flags is OR-ed in
+    set_flags: int = 0
+    unset_flags: int = 0
+    dir: str | None = None
+
+
+@dataclass
+class DomainInfo:
+    entry: AssignEntry
+    users: int
+    aliases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class UserUsage:
+    bytes: int
+    messages: int
+    percent: int | None  # None when the quota is NOQUOTA
+
+
+class Store:
+    def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None, lock_wait: float | None = None):
+        self.s = settings
+        self.warn = warn or (lambda msg: None)
+        self.lock_wait = lock_wait if lock_wait is not None else settings.lock_wait
+        self.qmail = QmailFiles(settings.qmail_dir, self.warn, self.lock_wait)
+
+    # --- paths and small helpers ----------------------------------------------
+
+    @property
+    def root(self) -> str:
+        return self.s.vpopmail_dir
+
+    @property
+    def domains_dir(self) -> str:
+        return os.path.join(self.root, "domains")
+
+    def _owner(self, entry: AssignEntry) -> Owner:
+        return Owner(entry.uid, entry.gid)
+
+    def _check_root(self) -> None:
+        if not os.path.isdir(self.root):
+            raise StoreMissing(f"Unable to chdir to vpopmail directory: {self.root}")
+
+    def default_domain(self) -> str:
+        return names.default_domain(self.root)
+
+    def parse_address(self, address: str) -> tuple[str, str]:
+        return names.parse_address(address, self.default_domain(), self.s.max_user)
+
+    # --- domains --------------------------------------------------------------
+
+    def find_domain(self, domain: str) -> AssignEntry | None:
+        """The users/cdb entry for a (real or alias) domain, or None."""
+        if not domain or "/" in domain or domain.startswith("."):
+            return None
+        return self.qmail.lookup(domain.lower())
+
+    def domain(self, domain: str) -> AssignEntry:
+        entry = self.find_domain(domain)
+        if entry is None:
+            raise DomainNotFound()
+        return entry
+
+    def real_entry(self, domain: str) -> AssignEntry:
+        """Entry for the real domain behind `domain` (alias names resolved)."""
+        entry = self.domain(domain)
+        return entry if not entry.is_alias else AssignEntry(entry.real, entry.real, entry.uid, entry.gid, entry.dir)
+
+    def list_domains(self) -> list[AssignEntry]:
+        path = self.qmail.path("users", "assign")
+        if not os.path.exists(path):
+            return []
+        if not os.access(path, os.R_OK):
+            raise VpopError(code=-37)
+        return self.qmail.assign_entries()
+
+    def aliases_of(self, real: str) -> list[str]:
+        return [e.name for e in self.list_domains() if e.real == real and e.name != real]
+
+    def domain_info(self, domain: str) -> DomainInfo:
+        entry = self.domain(domain)
+        real = self.real_entry(domain)
+        return DomainInfo(entry, self.user_counter(real), self.aliases_of(entry.real))
+
+    def user_counter(self, entry: AssignEntry) -> int:
+        """cur_users of the domain's `.dir-control` (what vdominfo calls "users")."""
+        data = read_bytes(os.path.join(entry.dir, ".dir-control"))
+        return DirControl.parse(data).cur_users
+
+    def add_domain(
+        self,
+        domain: str,
+        password: str | None = None,
+        *,
+        hashed: str | None = None,
+        quota_text: str | None = None,
+        catchall: str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        base_dir: str | None = None,
+        optimize: bool = False,
+        postmaster_gecos: str = "Postmaster",
+    ) -> AssignEntry:
+        """vadddomain: directory, .qmail-default, qmail files, then postmaster."""
+        self._check_root()
+        domain = names.check_new_domain(domain)
+        if self.find_domain(domain):
+            raise DomainExists()
+        uid = self.s.vpopmail_uid if uid is None else uid
+        gid = self.s.vpopmail_gid if gid is None else gid
+        owner = Owner(uid, gid)
+        base = base_dir or self.root
+        domains = os.path.join(base, "domains")
+        if password is not None and hashed is None:
+            passwords.check_clear(password)
+            passwords.Policy.load(self.root).check(password)
+        try:
+            if not os.path.isdir(domains):
+                os.makedirs(domains, mode=0o700, exist_ok=True)
+                owner.apply(domains)
+            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+                dc_path = os.path.join(domains, ".dir-control")
+                dc = DirControl.parse(read_bytes(dc_path))
+                hash_dir = dc.next_dir()
+                parent = os.path.join(domains, hash_dir) if hash_dir else domains
+                ddir = os.path.join(parent, domain)
+                if len(ddir) > MAX_DIR:
+                    raise TooLong("dir too long (max=160)", -30)
+                self._makedirs(parent, owner)
+                try:
+                    os.mkdir(ddir, 0o700)
+                except FileExistsError:
+                    raise VpopError(code=-14) from None
+                owner.apply(ddir)
+                atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+        except OSError as exc:
+            raise io_error(exc, domains) from None
+        entry = AssignEntry(domain, domain, uid, gid, ddir)
+        try:
+            atomic_write(os.path.join(ddir, ".qmail-default"), self._qmail_default(ddir, catchall), 0o600, owner)
+            self.qmail.add_assign(entry)
+            self.qmail.add_rcpthost(domain)
+            self.qmail.add_virtualdomain(domain)
+            self.qmail.remove_local(domain)
+            if not optimize:
+                self.qmail.hup_qmail_send()
+            pm = NewUser("postmaster", password=password, hashed=hashed, gecos=postmaster_gecos, quota=quota_text)
+            if password is None and hashed is None:
+                pm.hashed = ""
+            self.add_users(domain, [pm])
+        except BaseException:
+            try:
+                self.del_domain(domain, force=True)
+            except Exception as exc2:  # noqa: BLE001 - report both, keep the first
+                self.warn(f"Error: {exc2}")
+            raise
+        return entry
+
+    def _qmail_default(self, ddir: str, catchall: str | None) -> bytes:
+        prog = os.path.join(self.root, "bin", "vdelivermail")
+        if catchall is None:
+            target = self.s.qmail_default
+        elif "@" in catchall:
+            target = catchall
+        else:
+            target = os.path.join(ddir, catchall)
+        if any(c in target for c in "\n\0'"):
+            raise BadCharacter()
+        return f"| {prog} '' {target}\n".encode()
+
+    def set_catchall(self, domain: str, catchall: str) -> None:
+        entry = self.real_entry(domain)
+        atomic_write(os.path.join(entry.dir, ".qmail-default"), self._qmail_default(entry.dir, catchall), 0o600,
+                     self._owner(entry))
+
+    def add_alias_domain(self, real: str, alias: str) -> AssignEntry:
+        """vaddaliasdomain: one assign line, rcpthosts and virtualdomains; no directory."""
+        names.check_domain_chars(alias.lower())
+        alias = alias.lower()
+        real_entry = self.real_entry(real)
+        if self.find_domain(alias):
+            raise DomainExists()
+        entry = AssignEntry(alias, real_entry.real, real_entry.uid, real_entry.gid, real_entry.dir)
+        self.qmail.add_assign(entry)
+        self.qmail.add_rcpthost(alias)
+        self.qmail.add_virtualdomain(alias)
+        self.qmail.remove_local(alias)
+        self.qmail.hup_qmail_send()
+        return entry
+
+    def del_domain(self, domain: str, force: bool = True) -> list[str]:
+        """vdeldomain; a real domain takes its aliases with it.  Returns the aliases removed."""
+        entry = self.domain(domain)
+        if entry.is_alias:
+            self._drop_domain_lines(entry)
+            self.qmail.hup_qmail_send()
+            return []
+        aliases = [e for e in self.list_domains() if e.real == entry.real and e.name != entry.name]
+        if aliases and not force:
+            return [a.name for a in aliases]
+        ddir = entry.dir
+        for name in (".qmailadmin-limits", ".dir-control"):
+            try:
+                os.unlink(os.path.join(ddir, name))
+            except FileNotFoundError:
+                pass
+        domains = _domains_root(ddir)
+        self._remove_tree(ddir, domains)
+        dc_path = os.path.join(domains, ".dir-control")
+        if os.path.exists(dc_path):
+            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
+                dc = DirControl.parse(read_bytes(dc_path))
+                dc.remove_one()
+                atomic_write(dc_path, dc.dump(), _umask_mode(), self._owner(entry),
+                             tmp_name=f".dir-control.{os.getpid()}")
+        for a in aliases:
+            self._drop_domain_lines(a, compile_now=False)
+        self._drop_domain_lines(entry)
+        self.qmail.hup_qmail_send()
+        return [a.name for a in aliases]
+
+    def _drop_domain_lines(self, entry: AssignEntry, compile_now: bool = True) -> None:
+        self.qmail.remove_rcpthost(entry.name)
+        self.qmail.remove_virtualdomain(entry.name)
+        if compile_now:
+            self.qmail.remove_assign(entry)
+        else:
+            self.qmail._remove_lines(self.qmail.path("users", "assign"), {entry.line()})
+
+    # --- limits ---------------------------------------------------------------
+
+    def limits_path(self, entry: AssignEntry) -> str:
+        return os.path.join(entry.dir, ".qmailadmin-limits")
+
+    def default_limits_path(self) -> str:
+        return os.path.join(self.root, "etc", "vlimits.default")
+
+    def limits(self, domain: str | None) -> Limits:
+        """The domain's limits, else vlimits.default; neither readable -> LimitsUnreadable."""
+        if domain is not None:
+            entry = self.real_entry(domain)
+            data = read_bytes(self.limits_path(entry))
+            if data is not None:
+                return Limits.parse(data)
+        data = read_bytes(self.default_limits_path())
+        if data is None:
+            raise LimitsUnreadable()
+        return Limits.parse(data)
+
+    def set_limits(self, domain: str | None, lim: Limits) -> None:
+        if domain is None:
+            atomic_write(self.default_limits_path(), lim.dump(), 0o644)
+            return
+        entry = self.real_entry(domain)
+        atomic_write(self.limits_path(entry), lim.dump(), 0o600, self._owner(entry))
+
+    def del_limits(self, domain: str) -> None:
+        entry = self.real_entry(domain)
+        try:
+            os.unlink(self.limits_path(entry))
+        except FileNotFoundError:
+            pass
+
+    def domain_mask(self, domain: str) -> int | None:
+        try:
+            return self.limits(domain).flag_mask()
+        except (LimitsUnreadable, OSError):
+            return None
+
+    def effective_flags(self, user: VUser, domain: str, mask: int | None = None) -> int:
+        """pw_flags: gid OR the domain's limit bits, unless the user overrides limits."""
+        if user.gid & F.V_OVERRIDE:
+            return user.gid
+        mask = self.domain_mask(domain) if mask is None else mask
+        return user.gid | (mask or 0)
+
+    # --- reading users ----------------------------------------------------------
+
+    def _vpasswd(self, entry: AssignEntry) -> str:
+        return os.path.join(entry.dir, "vpasswd")
+
+    def get_user(self, user: str, domain: str) -> VUser:
+        """One user through vpasswd.cdb (never a scan); rebuilt first if stale or corrupt."""
+        entry = self.real_entry(domain)
+        user = user.lower()
+        value = self._cdb_get(entry, user.encode("utf-8", "surrogateescape"))
+        if value is None:
+            raise UserNotFound()
+        try:
+            return parse_value(user, value)
+        except ValueError:
+            raise CorruptStore(f"{entry.dir}/vpasswd.cdb: bad record for {user}") from None
+
+    def find_user(self, user: str, domain: str) -> VUser | None:
+        try:
+            return self.get_user(user, domain)
+        except UserNotFound:
+            return None
+
+    def _cdb_get(self, entry: AssignEntry, key: bytes) -> bytes | None:
+        vp = self._vpasswd(entry)
+        cdb_path = vp + ".cdb"
+        try:
+            st_cdb = os.stat(cdb_path)
+            st_vp = os.stat(vp)
+        except FileNotFoundError:
+            if not os.path.exists(vp):
+                return None
+            self._rebuild_cdb(entry, "missing")
+            return self._cdb_get_plain(cdb_path, key)
+        except OSError as exc:
+            raise io_error(exc, cdb_path) from None
+        if st_vp.st_mtime_ns > st_cdb.st_mtime_ns:
+            self._rebuild_cdb(entry, "older than vpasswd")
+        try:
+            return self._cdb_get_plain(cdb_path, key, check=True)
+        except ValueError:
+            self._rebuild_cdb(entry, "corrupt")
+            return self._cdb_get_plain(cdb_path, key)
+
+    @staticmethod
+    def _cdb_get_plain(path: str, key: bytes, check: bool = False) -> bytes | None:
+        try:
+            reader = cdb.CdbReader(path)
+        except OSError as exc:
+            raise io_error(exc, path) from None
+        with reader:
+            if check:
+                _check_cdb_header(reader)
+            return reader.get(key)
+
+    def _rebuild_cdb(self, entry: AssignEntry, why: str) -> None:
+        """Rebuild vpasswd.cdb from vpasswd under the lock (spec §3.5), with a warning."""
+        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry)):
+            vp = self._vpasswd(entry)
+            data = read_bytes(vp)
+            if data is None:
+                return
+            st_cdb = _stat(vp + ".cdb")
+            st_vp = os.stat(vp)
+            if why == "older than vpasswd" and st_cdb and st_cdb.st_mtime_ns >= st_vp.st_mtime_ns:
+                return  # someone else rebuilt it meanwhile
+            self.warn(f"Warning: {vp}.cdb {why}; rebuilt from vpasswd")
+            atomic_write(vp + ".cdb", build_cdb(split_lines(data)), 0o600, self._owner(entry), tmp_name="cdb.tmp")
+
+    def list_users(self, domain: str) -> Iterator[VUser]:
+        """Every user from the vpasswd text file, in file order."""
+        entry = self.real_entry(domain)
+        data = read_bytes(self._vpasswd(entry)) or b""
+        for n, line in enumerate(split_lines(data), 1):
+            try:
+                yield parse_line(line)
+            except ValueError:
+                self.warn(f"Warning: {self._vpasswd(entry)} line {n} is malformed; listing stops there")
+                return
+
+    def user_usage(self, user: VUser) -> UserUsage:
+        used_bytes, used_count = quota.usage(os.path.join(user.dir, "Maildir"))
+        pct = None if user.quota == "NOQUOTA" else quota.percent(user.quota, used_bytes, used_count)
+        return UserUsage(used_bytes, used_count, pct)
+
+    def lastauth(self, user: VUser) -> tuple[float, str] | None:
+        """(mtime, content) of the user's lastauth file, or None if missing."""
+        path = os.path.join(user.dir, "lastauth")
+        try:
+            with open(path, "rb") as f:
+                content = f.read(256).decode("latin-1")
+                return os.fstat(f.fileno()).st_mtime, content
+        except OSError:
+            return None
+
+    def authenticate(self, address: str, clear: str) -> tuple[VUser, str]:
+        """(user, domain) when the password matches; UserNotFound / LoginFailed otherwise."""
+        user, domain = self.parse_address(address)
+        vuser = self.get_user(user, domain)
+        if not passwords.verify_password(clear, vuser.passwd):
+            raise LoginFailed("Invalid Login")
+        return vuser, self.real_entry(domain).real
+
+    # --- writing users ----------------------------------------------------------
+
+    def _read_lines(self, entry: AssignEntry) -> list[bytes]:
+        data = read_bytes(self._vpasswd(entry))
+        lines = split_lines(data or b"")
+        for n, line in enumerate(lines, 1):
+            if line.count(b":") < 6 or not line.endswith(b"\n"):
+                raise CorruptStore(f"{self._vpasswd(entry)} line {n} is malformed (fewer than 6 colons or no newline)")
+        return lines
+
+    def _write_vpasswd(self, entry: AssignEntry, lines: list[bytes], mode: int) -> None:
+        owner = self._owner(entry)
+        vp = self._vpasswd(entry)
+        atomic_write(vp, b"".join(lines), mode, owner, tmp_name=f"vpasswd.bak.{os.getpid()}")
+        atomic_write(vp + ".cdb", build_cdb(lines), 0o600, owner, tmp_name="cdb.tmp")
+
+    def _check_gecos(self, gecos: str) -> str:
+        if ":" in gecos or any(c in gecos for c in "\0\n\r"):
+            raise BadCharacter()
+        if len(gecos) > self.s.max_gecos:
+            raise TooLong(f"gecos too long (max={self.s.max_gecos})", -28)
+        return gecos
+
+    def _default_quota(self, domain: str) -> str:
+        lim = self.limits(domain)
+        if lim.default_quota and lim.default_maxmsgcount:
+            return f"{lim.default_quota}S,{lim.default_maxmsgcount}C"
+        if lim.default_quota:
+            return f"{lim.default_quota}S"
+        if lim.default_maxmsgcount:
+            return f"{lim.default_maxmsgcount}C"
+        return "NOQUOTA"
+
+    def prepare_user(self, domain: str, new: NewUser, policy: passwords.Policy | None = None) -> NewUser:
+        """Validate one new account and hash its password (no store access, no lock)."""
+        user = names.check_user(new.user.lower(), self.s.max_user)
+        gecos = self._check_gecos(user if new.gecos is None else new.gecos)
+        hashed = new.hashed
+        if hashed is None:
+            clear = new.password or ""
+            passwords.check_clear(clear)
+            (policy or passwords.Policy.load(self.root)).check(clear)
+            hashed = passwords.hash_password(clear, self.s.hash)
+        else:
+            passwords.check_hash(hashed)
+        q = None if new.quota is None else quota.normalize(new.quota)
+        clear = new.password if (self.s.clear_passwords and new.hashed is None) else None
+        if clear is not None and ":" in clear:
+            raise BadCharacter()
+        return NewUser(user, clear, hashed, gecos, q, new.apop)
+
+    def add_user(self, domain: str, new: NewUser) -> VUser:
+        return self.add_users(domain, [new])[0]
+
+    def add_users(
+        self,
+        domain: str,
+        new_users: Iterable[NewUser],
+        prepared: bool = False,
+        exist_ok: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[VUser]:
+        """Create accounts under one lock with one vpasswd rewrite and one cdb rebuild.
+
+        The result is byte-identical (hashes aside) to adding them one by one.
+        """
+        self._check_root()
+        entry = self.real_entry(domain)
+        domain = entry.real
+        if not prepared:
+            policy = passwords.Policy.load(self.root)
+            new_users = [self.prepare_user(domain, n, policy) for n in new_users]
+        else:
+            new_users = list(new_users)
+        seen: set[str] = set()
+        for n in new_users:
+            if n.user in seen:
+                raise UserExists(f"User already exists: {n.user}@{domain}")
+            seen.add(n.user)
+        default_q = self._default_quota(domain)
+        owner = self._owner(entry)
+        created: list[VUser] = []
+        made_dirs: list[str] = []
+        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
+            lines = self._read_lines(entry)
+            existing = {line_name(x).decode("utf-8", "surrogateescape") for x in lines}
+            todo = []
+            for n in new_users:
+                if n.user in existing:
+                    if exist_ok:
+                        continue
+                    raise UserExists()
+                todo.append(n)
+            if not todo:
+                return []
+            dc_path = os.path.join(entry.dir, ".dir-control")
+            dc = DirControl.parse(read_bytes(dc_path))
+            free_path = os.path.join(entry.dir, ".dir_control_free")
+            free = _read_free(free_path)
+            used_free = 0
+            try:
+                for i, n in enumerate(todo):
+                    if used_free < len(free):
+                        hash_dir = free[used_free]
+                        used_free += 1
+                        if dc.cur_users:
+                            dc.cur_users += 1
+                    else:
+                        hash_dir = dc.next_dir()
+                    parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
+                    home = os.path.join(parent, n.user)
+                    if len(home) > MAX_DIR:
+                        raise TooLong("dir too long (max=160)", -30)
+                    self._makedirs(parent, owner)
+                    self._make_user_dir(home, owner)
+                    made_dirs.append(home)
+                    q = default_q if n.quota is None else n.quota
+                    vu = VUser(n.user, n.hashed or "", "2" if n.apop else "1", 0, n.gecos or n.user, home, q,
+                               n.password if self.s.clear_passwords else None)
+                    if q not in ("NOQUOTA", ""):
+                        self._write_maildirsize(vu, owner)
+                    created.append(vu)
+                    if progress:
+                        progress(i + 1)
+                for parent in {os.path.dirname(h) for h in made_dirs}:
+                    fsync_dir(parent)
+                lines = _merge_sorted(lines, [vu.to_line(self.s.clear_passwords) for vu in created])
+                self._write_vpasswd(entry, lines, 0o600)
+            except BaseException:
+                for home in made_dirs:
+                    shutil.rmtree(home, ignore_errors=True)
+                raise
+            atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+            if used_free:
+                _write_free(free_path, free[used_free:], owner, self.lock_wait)
+        return created
+
+    def _makedirs(self, path: str, owner: Owner) -> None:
+        if os.path.isdir(path):
+            return
+        parent = os.path.dirname(path)
+        if parent and parent != path:
+            self._makedirs(parent, owner)
+        try:
+            os.mkdir(path, 0o700)
+            owner.apply(path)
+        except FileExistsError:
+            pass
+
+    def _make_user_dir(self, home: str, owner: Owner) -> None:
+        """User dir + Maildir/{new,cur,tmp} + lastauth, built under a temp name then renamed in."""
+        if os.path.lexists(home):
+            raise UserDirExists()
+        tmp = os.path.join(os.path.dirname(home), f".vcli-new.{os.path.basename(home)}.{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            os.mkdir(tmp, 0o700)
+            for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
+                os.mkdir(os.path.join(tmp, sub), 0o700)
+            fd = os.open(os.path.join(tmp, "lastauth"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"0.0.0.0")
+            finally:
+                os.close(fd)
+            if owner.active:
+                for p in ("", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp", "lastauth"):
+                    owner.apply(os.path.join(tmp, p))
+            os.rename(tmp, home)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(exc, FileExistsError) or (exc.errno == 39):  # ENOTEMPTY: target appeared
+                raise UserDirExists() from None
+            raise io_error(exc, home) from None
+
+    def _write_maildirsize(self, vu: VUser, owner: Owner) -> None:
+        """Delete and (unless the quota is NOQUOTA or empty) recreate Maildir/maildirsize."""
+        maildir = os.path.join(vu.dir, "Maildir")
+        path = os.path.join(maildir, "maildirsize")
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise io_error(exc, path) from None
+        if vu.quota in ("NOQUOTA", "") or not os.path.isdir(maildir):
+            return
+        used_bytes, used_count = quota.usage(maildir)
+        tmp_dir = os.path.join(maildir, "tmp")
+        tmp_name = f"{int(time.time())}.{os.getpid()}_NeWmAiLdIrSiZe.{os.uname().nodename}"
+        if not os.path.isdir(tmp_dir):
+            tmp_name = None
+        atomic_write(path, quota.maildirsize_bytes(vu.quota, used_bytes, used_count), 0o600, owner,
+                     tmp_name=os.path.join("tmp", tmp_name) if tmp_name else None)
+
+    def _rewrite_user(self, entry: AssignEntry, user: str, change: Callable[[VUser], VUser | None], mode: int,
+                      rebuild_cdb: bool = True) -> VUser | None:
+        """Replace (or with None, delete) one vpasswd line under the lock."""
+        owner = self._owner(entry)
+        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
+            lines = self._read_lines(entry)
+            key = user.encode("utf-8", "surrogateescape")
+            idx = [i for i, x in enumerate(lines) if line_name(x) == key]
+            if not idx:
+                raise UserNotFound()
+            old = parse_line(lines[idx[0]])
+            new = change(old)
+            if new is None:
+                lines = [x for i, x in enumerate(lines) if i not in set(idx)]
+            else:
+                lines[idx[0]] = new.to_line(self.s.clear_passwords)
+            if rebuild_cdb:
+                self._write_vpasswd(entry, lines, mode)
+            else:
+                atomic_write(self._vpasswd(entry), b"".join(lines), mode, owner,
+                             tmp_name=f"vpasswd.bak.{os.getpid()}")
+            return old if new is None else new
+
+    def mod_user(self, user: str, domain: str, ch: UserChanges, rebuild_cdb: bool = True,
+                 enforce_no_passwd_chng: bool = False) -> VUser:
+        """vmoduser / mod_user on one account; returns the new record."""
+        entry = self.real_entry(domain)
+        user = user.lower()
+        if ch.gecos is not None:
+            self._check_gecos(ch.gecos)
+        hashed = None
+        if ch.password is not None:
+            passwords.check_clear(ch.password)
+            if self.s.clear_passwords and ":" in ch.password:
+                raise BadCharacter()
+            hashed = passwords.hash_password(ch.password, self.s.hash)
+        if ch.hashed is not None:
+            passwords.check_hash(ch.hashed)
+        q = None if ch.quota is None else quota.normalize(ch.quota)
+        if ch.dir is not None and (len(ch.dir) > MAX_DIR or any(c in ch.dir for c in ":\0\n\r")):
+            raise TooLong("dir too long (max=160)", -30) if len(ch.dir) > MAX_DIR else BadCharacter()
+        mask = self.domain_mask(entry.real) if enforce_no_passwd_chng else None
+
+        def change(u: VUser) -> VUser:
+            if enforce_no_passwd_chng and ch.password is not None and (
+                self.effective_flags(u, entry.real, mask) & F.NO_PASSWD_CHNG
+            ):
+                raise PasswordChangeDenied()
+            if ch.gecos is not None:
+                u.gecos = ch.gecos
+            if hashed is not None:
+                u.passwd = hashed
+                if self.s.clear_passwords:
+                    u.clear = ch.password
+            elif ch.hashed is not None:
+                u.passwd = ch.hashed
+            if ch.clear_flags:
+                u.gid = 0
+            u.gid = (u.gid | ch.set_flags) & ~ch.unset_flags
+            if q is not None:
+                u.quota = q
+            if ch.dir is not None:
+                u.dir = ch.dir
+            return u
+
+        new = self._rewrite_user(entry, user, change, _umask_mode(), rebuild_cdb)
+        if q is not None:
+            self._write_maildirsize(new, self._owner(entry))
+        return new
+
+    def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
+                     enforce_no_passwd_chng: bool = True) -> VUser:
+        """vpasswd: new hash (policy checked), refused under NO_PASSWD_CHNG."""
+        passwords.check_clear(clear)
+        if check_policy:
+            passwords.Policy.load(self.root).check(clear)
+        return self.mod_user(user, domain, UserChanges(password=clear), enforce_no_passwd_chng=enforce_no_passwd_chng)
+
+    def del_user(self, user: str, domain: str) -> VUser:
+        """vdeluser: line out, cdb rebuilt, hash slot freed, home removed."""
+        entry = self.real_entry(domain)
+        user = user.lower()
+        if self._catchall_user(entry) == user:
+            raise CatchallProtected()
+        owner = self._owner(entry)
+        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
+            old = self._rewrite_user(entry, user, lambda u: None, 0o600)
+            dc_path = os.path.join(entry.dir, ".dir-control")
+            dc = DirControl.parse(read_bytes(dc_path))
+            dc.remove_one()
+            atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+        home = old.dir
+        parent = os.path.dirname(home.rstrip("/"))
+        prefix = entry.dir.rstrip("/") + "/"
+        if parent.startswith(prefix):
+            rel = parent[len(prefix):]
+            if rel:
+                _append_free(os.path.join(entry.dir, ".dir_control_free"), rel, owner, self.lock_wait)
+        self._remove_tree(home, entry.dir)
+        return old
+
+    def _catchall_user(self, entry: AssignEntry) -> str | None:
+        """The local mailbox named by .qmail-default, which vdeluser refuses to delete."""
+        data = read_bytes(os.path.join(entry.dir, ".qmail-default"))
+        if not data:
+            return None
+        first = data.split(b"\n", 1)[0].decode("latin-1")
+        if "vdelivermail" not in first or "''" not in first:
+            return None
+        word = first.split("''", 1)[1].strip()
+        if word in ("bounce-no-mailbox", "delete-no-mailbox", "delete", ""):
+            return None
+        if word.startswith("/"):
+            if entry.dir in word:
+                return os.path.basename(word.rstrip("/"))
+            return None
+        if "@" in word:
+            u, _, d = word.partition("@")
+            return u.lower() if d.lower() in (entry.real, entry.name) else None
+        return None
+
+    def _remove_tree(self, path: str, must_be_under: str) -> None:
+        """Delete a user or domain directory, never following a symlink out of the store."""
+        base = os.path.realpath(must_be_under)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISLNK(st.st_mode):
+            os.unlink(path)  # vpopmail: a symlinked domain dir loses only the link
+            return
+        real = os.path.realpath(path)
+        if not real.startswith(base.rstrip("/") + "/"):
+            self.warn(f"Warning: not removing {path}: outside {must_be_under}")
+            return
+        try:
+            shutil.rmtree(path)  # rmtree does not follow symlinks inside the tree
+        except OSError as exc:
+            raise StoreIOError(f"could not remove {path}: {exc.strerror}") from None
+        fsync_dir(os.path.dirname(path))
+
+    def set_quota(self, user: str, domain: str, quota_text: str) -> VUser:
+        """vsetuserquota on one account."""
+        return self.mod_user(user, domain, UserChanges(quota=quota_text))
+
+    # --- aliases (.qmail-<alias> files) ------------------------------------------
+
+    def _alias_path(self, entry: AssignEntry, alias: str) -> str:
+        alias = alias.lower()
+        if not alias or "/" in alias or alias.startswith(".") or any(c in alias for c in "\0\n\r"):
+            raise IllegalUsername()
+        return os.path.join(entry.dir, ".qmail-" + alias.replace(".", ":"))
+
+    def alias_names(self, domain: str) -> list[str]:
+        entry = self.real_entry(domain)
+        out = []
+        try:
+            items = list(os.scandir(entry.dir))
+        except OSError as exc:
+            raise io_error(exc, entry.dir) from None
+        for it in items:
+            if not it.name.startswith(".qmail-") or it.name == ".qmail-default":
+                continue
+            if it.is_symlink() and ("-default" in it.name or "-owner" in it.name):
+                continue
+            out.append(it.name[len(".qmail-"):].replace(":", "."))
+        return sorted(out, key=str.lower)
+
+    def alias_lines(self, domain: str, alias: str) -> list[str] | None:
+        """Lines of one alias, or None when it does not exist."""
+        entry = self.real_entry(domain)
+        data = read_bytes(self._alias_path(entry, alias))
+        if data is None:
+            return None
+        return data.decode("utf-8", "surrogateescape").splitlines()
+
+    def list_aliases(self, domain: str) -> list[tuple[str, list[str]]]:
+        return [(a, self.alias_lines(domain, a) or []) for a in self.alias_names(domain)]
+
+    def add_alias_line(self, domain: str, alias: str, line: str, allow_duplicate: bool = False) -> None:
+        entry = self.real_entry(domain)
+        path = self._alias_path(entry, alias)
+        if any(c in line for c in "\0\n\r") or not line:
+            raise BadCharacter()
+        if len(line) >= MAX_ALIAS_LINE:
+            raise TooLong("alias line too long (max=160)", -32)
+        with locked(path + ".lock", self.lock_wait, self._owner(entry)):
+            data = read_bytes(path) or b""
+            lines = data.decode("utf-8", "surrogateescape").splitlines()
+            if not allow_duplicate and line in lines:
+                raise AliasExists(f"alias {alias}@{entry.real} -> {line} already exists.")
+            new = data if (not data or data.endswith(b"\n")) else data + b"\n"
+            atomic_write(path, new + line.encode("utf-8", "surrogateescape") + b"\n", 0o600, self._owner(entry))
+
+    def remove_alias_line(self, domain: str, alias: str, prefix: str) -> None:
+        """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
+        entry = self.real_entry(domain)
+        path = self._alias_path(entry, alias)
+        with locked(path + ".lock", self.lock_wait, self._owner(entry)):
+            data = read_bytes(path)
+            if data is None:
+                raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
+            keep = [x for x in data.splitlines(keepends=True) if not x.decode("utf-8", "surrogateescape").startswith(prefix)]
+            atomic_write(path, b"".join(keep), 0o600, self._owner(entry))
+
+    def delete_alias(self, domain: str, alias: str) -> None:
+        entry = self.real_entry(domain)
+        path = self._alias_path(entry, alias)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            raise AliasNotFound(f"No aliases {alias}@{entry.real} found") from None
+        try:
+            os.unlink(path + ".lock")
+        except FileNotFoundError:
+            pass
+
+
+# --- module helpers -------------------------------------------------------------
+
+
+def _umask_mode() -> int:
+    """0666 & ~umask: the mode vpopmail's fopen("w") gives vpasswd in vmoduser/vpasswd."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _stat(path: str):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _check_cdb_header(reader: cdb.CdbReader) -> None:
+    """Cheap whole-file sanity check from the 2 KiB header: catches truncation."""
+    import struct
+
+    header = os.pread(reader.fd, 2048, 0)
+    if len(header) != 2048:
+        raise ValueError("truncated")
+    end = 2048
+    for i in range(256):
+        pos, n = struct.unpack_from("<II", header, i * 8)
+        if pos < 2048 or pos > reader.size:
+            raise ValueError("bad table offset")
+        end = max(end, pos + 8 * n)
+    if end != reader.size:
+        raise ValueError("size mismatch")
+
+
+def _merge_sorted(lines: list[bytes], new_lines: list[bytes]) -> list[bytes]:
+    """Insert each new line before the first line whose name is greater (vpopmail's add).
+
+    A sorted file stays sorted, so inserting many at once is a merge; an unsorted
+    file gets vpopmail's one-at-a-time linear insert, giving the same bytes.
+    """
+    keys = [line_name(x) for x in lines]
+    if all(a <= b for a, b in zip(keys, keys[1:], strict=False)):
+        merged: list[bytes] = []
+        i = 0
+        for nl in sorted(new_lines, key=line_name):
+            k = line_name(nl)
+            while i < len(lines) and keys[i] <= k:
+                merged.append(lines[i])
+                i += 1
+            merged.append(nl)
+        merged.extend(lines[i:])
+        return merged
+    out = list(lines)
+    for nl in new_lines:
+        k = line_name(nl)
+        pos = next((i for i, x in enumerate(out) if line_name(x) > k), len(out))
+        out.insert(pos, nl)
+    return out
+
+
+def _domains_root(ddir: str) -> str:
+    """The `domains` directory a domain dir lives in (hash dirs skipped)."""
+    d = os.path.dirname(ddir.rstrip("/"))
+    probe = d
+    while probe not in ("", "/"):
+        if os.path.basename(probe) == "domains":
+            return probe
+        probe = os.path.dirname(probe)
+    return d
+
+
+def _read_free(path: str) -> list[str]:
+    data = read_bytes(path)
+    if not data:
+        return []
+    out = []
+    for line in data.decode("latin-1").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and ".." not in line.split("/") and not line.startswith("/"):
+            out.append(line)
+    return out
+
+
+def _write_free(path: str, remaining: list[str], owner: Owner, wait) -> None:
+    with locked(path + ".lock", wait, owner):
+        atomic_write(path, "".join(x + "\n" for x in remaining).encode(), 0o644, owner)
+
+
+def _append_free(path: str, rel: str, owner: Owner, wait) -> None:
+    with locked(path + ".lock", wait, owner):
+        data = read_bytes(path) or b""
+        atomic_write(path, data + rel.encode() + b"\n", 0o644, owner)
