@@ -49,7 +49,15 @@ def check_user(user: str, max_len: int = 64) -> str:
         raise IllegalUsername()
     if len(user) > max_len:
         raise TooLong(f"user name too long (max={max_len})", -25)
-    if len(user) < 2 or user == "vpasswd" or user.startswith(("-", ".")) or ".." in user:
+    if user.startswith(("-", ".")) or ".." in user:
+        raise IllegalUsername()
+    return user
+
+
+def check_new_user(user: str, max_len: int = 64) -> str:
+    """check_user plus what only account creation refuses: 1-char names and `vpasswd`."""
+    check_user(user, max_len)
+    if len(user) < 2 or user == "vpasswd":
         raise IllegalUsername()
     return user
 

@@ -482,7 +482,7 @@ class Store:
 
     def prepare_user(self, domain: str, new: NewUser, policy: passwords.Policy | None = None) -> NewUser:
         """Validate one new account and hash its password (no store access, no lock)."""
-        user = names.check_user(new.user.lower(), self.s.max_user)
+        user = names.check_new_user(new.user.lower(), self.s.max_user)
         gecos = self._check_gecos(user if new.gecos is None else new.gecos)
         hashed = new.hashed
         if hashed is None:
@@ -794,6 +794,10 @@ class Store:
             raise IllegalUsername()
         return os.path.join(entry.dir, ".qmail-" + alias.replace(".", ":"))
 
+    def _alias_lock(self, entry: AssignEntry):
+        """Alias edits serialise on the domain's .vpasswd.lock: a `.qmail-x.lock` would itself be an alias."""
+        return locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry))
+
     def alias_names(self, domain: str) -> list[str]:
         entry = self.real_entry(domain)
         out = []
@@ -827,7 +831,7 @@ class Store:
             raise BadCharacter()
         if len(line) >= MAX_ALIAS_LINE:
             raise TooLong("alias line too long (max=160)", -32)
-        with locked(path + ".lock", self.lock_wait, self._owner(entry)):
+        with self._alias_lock(entry):
             data = read_bytes(path) or b""
             lines = data.decode("utf-8", "surrogateescape").splitlines()
             if not allow_duplicate and line in lines:
@@ -839,7 +843,7 @@ class Store:
         """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
-        with locked(path + ".lock", self.lock_wait, self._owner(entry)):
+        with self._alias_lock(entry):
             data = read_bytes(path)
             if data is None:
                 raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
@@ -853,10 +857,6 @@ class Store:
             os.unlink(path)
         except FileNotFoundError:
             raise AliasNotFound(f"No aliases {alias}@{entry.real} found") from None
-        try:
-            os.unlink(path + ".lock")
-        except FileNotFoundError:
-            pass
 
 
 # --- module helpers -------------------------------------------------------------

@@ -1,0 +1,375 @@
+"""What each command does, once its arguments are parsed.
+
+Both front ends call these: the classic getopt-style entry points (classic.py)
+and the Typer app (app.py).  They take a backend and plain values, do the work,
+and return the lines the classic tool prints; errors are raised, never printed.
+Kept free of typer so the classic entry points start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+from .. import flags as F
+from ..errors import (
+    DomainExists,
+    DomainNotFound,
+    IllegalUsername,
+    PasswordChangeDenied,
+    UsageError,
+    UserNotFound,
+    VcliError,
+    VpopError,
+    WeakPassword,
+)
+from .output import SEPARATOR, vdominfo_lines, vuserinfo_lines
+
+
+class ClassicError(VcliError):
+    """An error whose text and exit status the classic tool fixes (vadduser's 255 for a missing domain)."""
+
+    def __init__(self, message: str, exit_code: int, prefix: str = "Error: "):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.prefix = prefix
+
+
+class Refused(ClassicError):
+    """The command did nothing on purpose (vdeldomain without -f); vpopmail exits 0 here."""
+
+
+def random_length(arg: str | None) -> int:
+    if arg is None or arg == "":
+        return 12
+    try:
+        n = int(arg)
+    except ValueError:
+        raise UsageError(f"bad random password length: {arg}") from None
+    if n > 128:
+        raise VpopError(code=-27)
+    return max(n, 1)
+
+
+def random_password(length: int) -> str:
+    from ..store.passwords import random_password as rp
+
+    return rp(length)
+
+
+def is_address(target: str) -> bool:
+    return any(c in target for c in "@%/")
+
+
+def full_address(store, address: str) -> tuple[str, str]:
+    user, domain = store.parse_address(address)
+    if not domain:
+        raise ClassicError("You did not use a full email address for the user name", 255, prefix="")
+    return user, domain
+
+
+# --- users ---------------------------------------------------------------------
+
+
+def add_user(store, address: str, password: str | None, *, hashed: str | None = None, gecos: str | None = None,
+             quota: str | None = None, random_len: int | None = None, exist_ok: bool = False,
+             ask_password=None) -> list[str]:
+    """vadduser.  Returns the output lines ('Random password: …')."""
+    from ..store.store import NewUser
+
+    user, domain = full_address(store, address)
+    if store.find_domain(domain) is None:
+        raise ClassicError(DomainNotFound().message, 255)
+    if store.find_user(user, domain):
+        if exist_ok:
+            return []
+        raise ClassicError("User already exists", 255)
+    if random_len is not None:
+        password = random_password(random_len)
+    elif password is None and hashed is None:
+        password = ask_password(f"{user}@{domain}") if ask_password else None
+        if not password:
+            raise ClassicError("No password entered", 255)
+    store.add_users(domain, [NewUser(user, password=password, hashed=hashed, gecos=gecos, quota=quota)],
+                    exist_ok=exist_ok)
+    return [f"Random password: {password}"] if random_len is not None else []
+
+
+def del_user(store, address: str, missing_ok: bool = False) -> None:
+    user, domain = full_address(store, address)
+    store.domain(domain)
+    try:
+        store.del_user(user, domain)
+    except UserNotFound:
+        if not missing_ok:
+            raise
+
+
+def mod_user(store, target: str, changes, rebuild_cdb: bool = True) -> None:
+    """vmoduser on one address, or on every user of a domain."""
+    if is_address(target):
+        user, domain = store.parse_address(target)
+        try:
+            store.mod_user(user, domain, changes, rebuild_cdb=rebuild_cdb)
+        except (UserNotFound, DomainNotFound):
+            raise ClassicError(f"no such user {user}@{domain}", 255, prefix="") from None
+        return
+    domain = target.lower()
+    store.domain(domain)
+    for u in list(store.list_users(domain)):
+        store.mod_user(u.name, domain, replace(changes), rebuild_cdb=rebuild_cdb)
+
+
+def lookup_user(store, address: str):
+    """(user record, real domain) for vuserinfo; 'no such user' like the C tool."""
+    user, domain = store.parse_address(address)
+    try:
+        u = store.get_user(user, domain)
+    except (UserNotFound, DomainNotFound):
+        text = f"no such user {user}@{domain}" if domain else f"no such user {user}"
+        raise ClassicError(text, 255, prefix="") from None
+    return u, store.real_entry(domain).real
+
+
+def domain_users(store, domain: str):
+    """(users, real domain) for vuserinfo -D."""
+    domain = domain.lower()
+    if store.find_domain(domain) is None:
+        raise DomainNotFound()
+    real = store.real_entry(domain).real
+    return list(store.list_users(real)), real
+
+
+def user_info_lines(store, address: str | None, domain: str | None, selectors: str) -> list[str]:
+    if domain is not None:
+        users, real = domain_users(store, domain)
+        lines: list[str] = []
+        for u in users:
+            lines.append(SEPARATOR)
+            lines.extend(vuserinfo_lines(store, u, real, selectors, listing=True))
+        return lines
+    u, real = lookup_user(store, address)
+    return vuserinfo_lines(store, u, real, selectors)
+
+
+def set_password(store, address: str, password: str | None, random_len: int | None = None,
+                 ask_password=None) -> list[str]:
+    """vpasswd: refuses an unknown user and NO_PASSWD_CHNG with vpopmail's 'Illegal username'."""
+    user, domain = store.parse_address(address)
+    try:
+        store.get_user(user, domain)
+    except (UserNotFound, DomainNotFound):
+        raise IllegalUsername() from None
+    if random_len is not None:
+        password = random_password(random_len)
+    elif password is None:
+        password = ask_password(f"{user}@{domain}") if ask_password else ""
+    try:
+        store.set_password(user, domain, password)
+    except PasswordChangeDenied:
+        raise IllegalUsername() from None
+    return [f"Random password: {password}"] if random_len is not None else []
+
+
+def set_quota(store, target: str, quota: str) -> None:
+    """vsetuserquota (the quota is upper-cased first, as the C tool does)."""
+    quota = quota.upper()
+    if is_address(target):
+        user, domain = store.parse_address(target)
+        store.domain(domain)
+        store.set_quota(user, domain, quota)
+        return
+    domain = target.lower()
+    store.domain(domain)
+    for u in list(store.list_users(domain)):
+        store.set_quota(u.name, domain, quota)
+
+
+# --- domains -------------------------------------------------------------------
+
+
+@dataclass
+class DomainOptions:
+    quota: str | None = None
+    catchall: str | None = None
+    user: str | None = None
+    base_dir: str | None = None
+    uid: str | None = None
+    gid: str | None = None
+    optimize: bool = False
+
+
+def add_domain(store, domain: str, password: str | None, opts: DomainOptions, random_len: int | None = None,
+               ask_password=None, hashed: str | None = None) -> list[str]:
+    domain = domain.lower()
+    if store.find_domain(domain):
+        raise DomainExists()
+    uid = gid = None
+    base = opts.base_dir
+    if opts.user:
+        import pwd
+
+        try:
+            pw = pwd.getpwnam(opts.user)
+        except KeyError:
+            raise ClassicError(f"user {opts.user} not found in /etc/passwd", 255) from None
+        uid, gid = pw.pw_uid, pw.pw_gid
+        base = base or pw.pw_dir
+    try:
+        if opts.uid is not None:
+            uid = int(opts.uid)
+        if opts.gid is not None:
+            gid = int(opts.gid)
+    except ValueError:
+        raise UsageError("uid and gid must be numbers") from None
+    if random_len is not None:
+        password = random_password(random_len)
+    elif password is None and hashed is None:
+        password = ask_password("postmaster") if ask_password else ""
+    try:
+        store.add_domain(domain, password, hashed=hashed, quota_text=opts.quota, catchall=opts.catchall, uid=uid,
+                         gid=gid, base_dir=base, optimize=opts.optimize)
+    except WeakPassword as exc:
+        raise ClassicError(f"(vadduser) {exc.message}", exc.exit_code) from None
+    return [f"Random password: {password}"] if random_len is not None else []
+
+
+def del_domain(store, domain: str, force: bool, missing_ok: bool = False) -> list[str]:
+    """vdeldomain; a real domain with aliases needs force.  Returns the warning lines."""
+    domain = domain.lower()
+    try:
+        entry = store.domain(domain)
+    except DomainNotFound:
+        if missing_ok:
+            return []
+        raise
+    lines: list[str] = []
+    if not entry.is_alias:
+        aliases = store.aliases_of(entry.real)
+        if aliases and not force:
+            raise Refused(f"Alias domains exist: {' '.join(aliases)}; use -f to force delete of domain and all aliases",
+                          1, prefix="Warning: ")
+        if aliases:
+            lines = ["Warning: Alias domains deleted:"] + [f"   {a}" for a in aliases]
+    store.del_domain(domain, force=True)
+    return lines
+
+
+def domain_infos(store, domain: str | None):
+    """DomainInfo list for vdominfo: one (the real domain, with aliases) or every assign entry."""
+    from ..store.store import DomainInfo
+
+    if domain is not None:
+        domain = domain.lower()
+        if store.find_domain(domain) is None:
+            raise ClassicError("Invalid domain name", 245, prefix="")
+        info = store.domain_info(domain)
+        return [replace(info, entry=store.real_entry(domain))]
+    out = []
+    counters: dict[str, int] = {}
+    entries = store.list_domains()
+    for e in entries:
+        if e.real not in counters:
+            counters[e.real] = store.user_counter(store.find_domain(e.real) or e)
+        out.append(DomainInfo(e, counters[e.real], [a.name for a in entries if a.real == e.name and a.is_alias]))
+    return out
+
+
+def dom_info_lines(store, domain: str | None, selectors: str) -> list[str]:
+    infos = domain_infos(store, domain)
+    if domain is not None:
+        return vdominfo_lines(infos[0], selectors, infos[0].entry.dir, aliases_after=True)
+    if not infos:
+        return ["What now - Success"]
+    out: list[str] = []
+    for info in infos:
+        out.extend(vdominfo_lines(info, selectors, info.entry.dir, aliases_after=False))
+        out.append("")
+    return out
+
+
+def add_alias_domain(store, first: str, second: str) -> None:
+    """vaddaliasdomain: whichever of the two names exists is the real domain."""
+    a, b = first.lower(), second.lower()
+    if a == b:
+        raise ClassicError("real domain and alias domain are the same!", 255)
+    ea, eb = store.find_domain(a), store.find_domain(b)
+    if ea and eb:
+        raise ClassicError("Both domains already exist, unable to create alias.", 255)
+    if not ea and not eb:
+        raise ClassicError(f"Neither '{first}' or '{second}'  exist, unable to create alias.", 255)
+    real, alias = (a, b) if ea else (b, a)
+    store.add_alias_domain(real, alias)
+
+
+# --- aliases -------------------------------------------------------------------
+
+
+def split_alias(store, target: str) -> tuple[str, str]:
+    """(alias, domain) of 'alias@domain' or ('', domain); the domain must exist."""
+    target = target.lower()
+    alias, _, domain = target.rpartition("@") if "@" in target else ("", "", target)
+    try:
+        store.real_entry(domain)
+    except (DomainNotFound, VpopError):
+        raise ClassicError("invalid domain, not in qmail assign file", 245, prefix="") from None
+    if alias:
+        from ..store.names import check_user
+
+        try:
+            check_user(alias)
+        except VpopError:
+            raise IllegalUsername() from None
+    return alias, domain
+
+
+def alias_listing(store, target: str) -> list[tuple[str, str, str]]:
+    """(alias, domain, line) rows for valias -s."""
+    alias, domain = split_alias(store, target)
+    if alias:
+        lines = store.alias_lines(domain, alias)
+        if not lines:
+            raise ClassicError(f"No aliases {alias}@{domain} found", 255, prefix="")
+        return [(alias, domain, x) for x in lines]
+    rows = [(a, domain, x) for a, lines in store.list_aliases(domain) for x in lines]
+    if not rows:
+        raise ClassicError(f"No aliases found for domain {domain}", 255, prefix="")
+    return rows
+
+
+def alias_names(store, target: str) -> list[str]:
+    alias, domain = split_alias(store, target)
+    if alias:
+        raise ClassicError("Please enter domain name only.", 255, prefix="")
+    names = store.alias_names(domain)
+    if not names:
+        raise ClassicError(f"No aliases found for domain {domain}", 255, prefix="")
+    return names
+
+
+def alias_insert(store, target: str, line: str) -> None:
+    alias, domain = split_alias(store, target)
+    if not alias:
+        raise IllegalUsername()
+    store.add_alias_line(domain, alias, line)
+
+
+def alias_delete(store, target: str) -> None:
+    alias, domain = split_alias(store, target)
+    if not alias:
+        raise IllegalUsername()
+    store.delete_alias(domain, alias)
+
+
+def flag_changes(letters: list[str], warn) -> int:
+    """OR of the vmoduser letters given; -S/-E need root, as in vmoduser."""
+    bits = 0
+    for letter in letters:
+        f = F.BY_LETTER.get(letter)
+        if f is None:
+            continue
+        if f.root_only and os.getuid() != 0:
+            warn(f"Warning: -{letter} ({f.field}) needs root; ignored")
+            continue
+        bits |= f.bit
+    return bits

@@ -1,0 +1,397 @@
+"""`vcli`: the Typer app.  Every subcommand is a thin adapter onto actions.py,
+so `vcli vadduser` and the classic `vadduser` behave the same; the subcommands
+add long options, `--format`, bulk import and cron-friendly switches.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from .. import flags as F
+from ..errors import UsageError, VcliError
+from . import actions as A
+from .common import open_store, read_password, read_secret_file, run, warn
+
+app = typer.Typer(
+    name="vcli",
+    help="Run a vpopmail system: domains, users, aliases and quotas, locally or over vpopmaild.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # never a traceback (with locals: passwords) in cron mail
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+)
+
+_global: dict = {}
+
+
+class Format(StrEnum):
+    plain = "plain"
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+FormatOpt = Annotated[Format, typer.Option("--format", "-o", help="Output format (plain = vpopmail's own text).")]
+
+
+@app.callback()
+def _main(
+    vpopmail_dir: Annotated[str | None, typer.Option(help="The vpopmail home (default: VPOPMAIL_DIR, config, "
+                                                       "~vpopmail, else the embedded store).")] = None,
+    qmail_dir: Annotated[str | None, typer.Option(help="The qmail directory (default: QMAIL_DIR, config, /var/qmail).")] = None,
+    wait: Annotated[float | None, typer.Option(help="Seconds to wait for a busy store lock (default 20; 0 = fail at once).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notices on stderr.")] = False,
+):
+    _global.update(vpopmail_dir=vpopmail_dir, qmail_dir=qmail_dir, wait=wait, quiet=quiet)
+
+
+def _store():
+    return open_store(_global.get("vpopmail_dir"), _global.get("qmail_dir"), _global.get("wait"),
+                      quiet=_global.get("quiet", False))
+
+
+def _done(body) -> None:
+    code = run(body)
+    if code:
+        raise typer.Exit(code)
+
+
+def _lines(lines: list[str]) -> None:
+    sys.stdout.write("".join(x + "\n" for x in lines))
+
+
+def _emit_rows(rows: list[dict], fmt: Format, columns: list[str]) -> None:
+    """Listings and info in the requested machine format."""
+    if fmt is Format.json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+    elif fmt is Format.csv:
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()})
+    else:
+        from tabulate import tabulate
+
+        table = [[(" ".join(v) if isinstance(v, list) else v) for v in (r.get(c) for c in columns)] for r in rows]
+        sys.stdout.write(tabulate(table, headers=columns) + "\n")
+
+
+def _password(password: str | None, password_file: str | None, address: str):
+    if password_file:
+        return read_secret_file(password_file)
+    return password
+
+
+# --- users -------------------------------------------------------------------
+
+
+@app.command("vadduser")
+def vadduser(
+    address: Annotated[str | None, typer.Argument(help="user@domain")] = None,
+    password: Annotated[str | None, typer.Argument(help="Password (prefer the prompt or --password-file).")] = None,
+    quota: Annotated[str | None, typer.Option("--quota", "-q", help="Quota, e.g. 50M, 1000000, NOQUOTA.")] = None,
+    comment: Annotated[str | None, typer.Option("--comment", "-c", help="The gecos comment (default: the user name).")] = None,
+    encrypted: Annotated[str | None, typer.Option("--encrypted", "-e", help="Store this crypt(3) hash as the password.")] = None,
+    random: Annotated[bool, typer.Option("--random", "-r", help="Generate a random password and print it.")] = False,
+    random_length: Annotated[int, typer.Option(help="Length of a --random password.")] = 12,
+    password_file: Annotated[str | None, typer.Option(help="Read the password from the first line of FILE ('-' = stdin).")] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Succeed without change when the user exists.")] = False,
+    from_file: Annotated[str | None, typer.Option(help="Bulk add: address,password[,quota[,comment]] lines or CSV "
+                                                        "with a header; '-' = stdin.")] = None,
+    hashed: Annotated[bool, typer.Option(help="With --from-file: the password column holds crypt(3) hashes.")] = False,
+    jobs: Annotated[int, typer.Option(help="With --from-file: processes hashing passwords (default: all cores).")] = 0,
+):
+    """Add a user (vadduser), or many at once with --from-file."""
+
+    def body():
+        if from_file:
+            from .bulk import bulk_add
+
+            bulk_add(_store(), from_file, hashed=hashed, exist_ok=exist_ok, jobs=jobs or os.cpu_count() or 1,
+                     progress=sys.stderr.isatty() and not _global.get("quiet"))
+            return 0
+        if not address:
+            raise UsageError("an address (or --from-file) is required")
+        if random and password:
+            raise VcliError("don't use -r option when giving password on command line")
+        pw = _password(password, password_file, address)
+        _lines(A.add_user(_store(), address, pw, hashed=encrypted, gecos=comment, quota=quota,
+                          random_len=random_length if random else None, exist_ok=exist_ok,
+                          ask_password=read_password))
+
+    _done(body)
+
+
+@app.command("vdeluser")
+def vdeluser(
+    address: Annotated[str, typer.Argument(help="user@domain")],
+    missing_ok: Annotated[bool, typer.Option(help="Succeed when the user does not exist.")] = False,
+):
+    """Delete a user and the home directory (vdeluser)."""
+    _done(lambda: A.del_user(_store(), address, missing_ok=missing_ok))
+
+
+def _vmoduser(
+    target: str,
+    quota: str | None,
+    comment: str | None,
+    encrypted: str | None,
+    password_file: str | None,
+    clear_flags: bool,
+    unset: list[str] | None,
+    home: str | None,
+    no_cdb: bool,
+    **flag_values: bool,
+):
+    """Change a user, or every user of a domain (vmoduser)."""
+    from ..store.store import UserChanges
+
+    def body():
+        letters = [F.BY_FIELD[name].letter for name, on in flag_values.items() if on]
+        ch = UserChanges(gecos=comment, hashed=encrypted, quota=quota, dir=home, clear_flags=clear_flags,
+                         set_flags=A.flag_changes(letters, warn))
+        for name in unset or []:
+            f = F.BY_FIELD.get(name.replace("-", "_"))
+            if f is None:
+                raise UsageError(f"unknown flag {name!r}; one of: {', '.join(x.field for x in F.FLAGS)}")
+            ch.unset_flags |= f.bit
+        if password_file:
+            ch.password, ch.hashed = read_secret_file(password_file), None
+        A.mod_user(_store(), target, ch, rebuild_cdb=not no_cdb)
+
+    _done(body)
+
+
+def _build_vmoduser():
+    """vmoduser's signature: fixed options plus one option per flag of the table."""
+    P = inspect.Parameter
+    params = [
+        P("target", P.POSITIONAL_OR_KEYWORD, annotation=Annotated[str, typer.Argument(help="user@domain, or a domain")]),
+        P("quota", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option("--quota", "-q", help="Set the quota.")]),
+        P("comment", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option("--comment", "-c", help="Set the gecos comment.")]),
+        P("encrypted", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option("--encrypted", "-e", help="Set the password hash verbatim.")]),
+        P("password_file", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option(help="New clear-text password from FILE's first line ('-' = stdin).")]),
+        P("clear_flags", P.KEYWORD_ONLY, default=False,
+          annotation=Annotated[bool, typer.Option("--clear-flags", "-x", help="Clear all flags first.")]),
+        P("unset", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[list[str] | None, typer.Option(help="Clear one flag (repeatable), e.g. --unset no_pop.")]),
+        P("home", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option("--dir", "-D", help="Set the home directory field.")]),
+        P("no_cdb", P.KEYWORD_ONLY, default=False,
+          annotation=Annotated[bool, typer.Option("--no-cdb", "-n", help="Do not rebuild vpasswd.cdb (it goes stale).")]),
+    ]
+    for f in F.USAGE_ORDER:
+        help_text = f.help + (" (root only)" if f.root_only else "")
+        params.append(P(f.field, P.KEYWORD_ONLY, default=False,
+                        annotation=Annotated[bool, typer.Option(f"-{f.letter}", f.option, help=help_text)]))
+
+    def vmoduser(**kw):
+        return _vmoduser(**kw)
+
+    vmoduser.__signature__ = inspect.Signature(params)
+    vmoduser.__annotations__ = {p.name: p.annotation for p in params}
+    vmoduser.__doc__ = _vmoduser.__doc__
+    return vmoduser
+
+
+app.command("vmoduser", context_settings={"help_option_names": ["--help"]})(_build_vmoduser())
+
+
+@app.command("vuserinfo")
+def vuserinfo(
+    address: Annotated[str | None, typer.Argument(help="user@domain")] = None,
+    domain: Annotated[str | None, typer.Option("--domain", "-D", help="Every user of this domain.")] = None,
+    fields: Annotated[str, typer.Option("--fields", help="vuserinfo selector letters, e.g. nq (plain format).")] = "",
+    fmt: FormatOpt = Format.plain,
+):
+    """Show a user, or every user of a domain (vuserinfo)."""
+
+    def body():
+        if not address and not domain:
+            raise UsageError("an address or --domain is required")
+        store = _store()
+        if fmt is Format.plain:
+            bad = set(fields) - set("npCugcdqQla")
+            if bad:
+                raise UsageError(f"unknown selector letters: {''.join(sorted(bad))}")
+            _lines(A.user_info_lines(store, address, domain, "" if "a" in fields else fields))
+            return
+        from .output import user_json
+
+        if domain:
+            users, real = A.domain_users(store, domain)
+            rows = [user_json(store, u, real) for u in users]
+        else:
+            u, real = A.lookup_user(store, address)
+            rows = [user_json(store, u, real)]
+        if fmt is Format.json and not domain:
+            sys.stdout.write(json.dumps(rows[0], indent=2) + "\n")
+            return
+        _emit_rows(rows, fmt, ["address", "gecos", "quota", "flags", "flag_names", "dir"])
+
+    _done(body)
+
+
+@app.command("vpasswd")
+def vpasswd(
+    address: Annotated[str, typer.Argument(help="user@domain")],
+    password: Annotated[str | None, typer.Argument(help="New password (prefer the prompt or --password-file).")] = None,
+    random: Annotated[bool, typer.Option("--random", "-r", help="Generate a random password and print it.")] = False,
+    random_length: Annotated[int, typer.Option(help="Length of a --random password.")] = 12,
+    password_file: Annotated[str | None, typer.Option(help="Read the password from FILE's first line ('-' = stdin).")] = None,
+):
+    """Change a user's password (vpasswd)."""
+
+    def body():
+        if random and password:
+            raise VcliError("don't use -r option when giving password on command line")
+        pw = _password(password, password_file, address)
+        _lines(A.set_password(_store(), address, pw, random_length if random else None, ask_password=read_password))
+
+    _done(body)
+
+
+@app.command("vsetuserquota")
+def vsetuserquota(
+    target: Annotated[str, typer.Argument(help="user@domain, or a domain for all its users")],
+    quota: Annotated[str, typer.Argument(help="e.g. 50M, 1000000S,1000C, NOQUOTA")],
+):
+    """Set the quota of a user or of every user of a domain (vsetuserquota)."""
+    _done(lambda: A.set_quota(_store(), target, quota))
+
+
+# --- domains -----------------------------------------------------------------
+
+
+@app.command("vadddomain")
+def vadddomain(
+    domain: Annotated[str, typer.Argument(help="The new domain")],
+    password: Annotated[str | None, typer.Argument(help="postmaster's password (prefer the prompt or --password-file).")] = None,
+    quota: Annotated[str | None, typer.Option("--quota", "-q", help="postmaster's quota.")] = None,
+    catchall: Annotated[str | None, typer.Option("--catchall", "-e", help="Deliver unknown users' mail to this "
+                                                       "address, or (no '@') to this mailbox of the domain.")] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Owner (and base dir) from this system user.")] = None,
+    base_dir: Annotated[str | None, typer.Option("--dir", "-d", help="Base directory (domains/ goes below it).")] = None,
+    uid: Annotated[str | None, typer.Option("--uid", "-i", help="Owner uid.")] = None,
+    gid: Annotated[str | None, typer.Option("--gid", "-g", help="Owner gid.")] = None,
+    optimize: Annotated[bool, typer.Option("--optimize", "-O", help="Bulk adds: do not signal qmail-send.")] = False,
+    random: Annotated[bool, typer.Option("--random", "-r", help="Random postmaster password, printed.")] = False,
+    random_length: Annotated[int, typer.Option(help="Length of a --random password.")] = 12,
+    password_file: Annotated[str | None, typer.Option(help="postmaster password from FILE's first line ('-' = stdin).")] = None,
+    exist_ok: Annotated[bool, typer.Option(help="Succeed without change when the domain exists.")] = False,
+):
+    """Add a domain with its postmaster (vadddomain)."""
+
+    def body():
+        store = _store()
+        if exist_ok and store.find_domain(domain.lower()):
+            return
+        opts = A.DomainOptions(quota=quota, catchall=catchall, user=user, base_dir=base_dir, uid=uid, gid=gid,
+                               optimize=optimize)
+        pw = _password(password, password_file, domain)
+        _lines(A.add_domain(store, domain, pw, opts, random_length if random else None,
+                            ask_password=read_password))
+
+    _done(body)
+
+
+@app.command("vdeldomain")
+def vdeldomain(
+    domain: Annotated[str, typer.Argument(help="The domain (real or alias)")],
+    force: Annotated[bool, typer.Option("--force", "-f", help="Also delete its alias domains.")] = False,
+    missing_ok: Annotated[bool, typer.Option(help="Succeed when the domain does not exist.")] = False,
+):
+    """Delete a domain, its users and mail (vdeldomain)."""
+    _done(lambda: _lines(A.del_domain(_store(), domain, force, missing_ok=missing_ok)))
+
+
+@app.command("vdominfo")
+def vdominfo(
+    domain: Annotated[str | None, typer.Argument(help="A domain (default: all)")] = None,
+    fields: Annotated[str, typer.Option("--fields", help="vdominfo selector letters nugdtr (plain format).")] = "",
+    fmt: FormatOpt = Format.plain,
+):
+    """Show one domain or all domains (vdominfo)."""
+
+    def body():
+        store = _store()
+        if fmt is Format.plain:
+            _lines(A.dom_info_lines(store, domain, "" if "a" in fields else fields))
+            return
+        from .output import domain_json
+
+        rows = [domain_json(i) for i in A.domain_infos(store, domain)]
+        if fmt is Format.json and domain:
+            sys.stdout.write(json.dumps(rows[0], indent=2) + "\n")
+            return
+        _emit_rows(rows, fmt, ["domain", "real", "users", "uid", "gid", "dir", "aliases"])
+
+    _done(body)
+
+
+@app.command("vaddaliasdomain")
+def vaddaliasdomain(
+    real_domain: Annotated[str, typer.Argument(help="The existing domain")],
+    alias_domain: Annotated[str, typer.Argument(help="The new alias (either order works)")],
+):
+    """Make a domain an alias of an existing one (vaddaliasdomain)."""
+    _done(lambda: A.add_alias_domain(_store(), real_domain, alias_domain))
+
+
+@app.command("valias")
+def valias(
+    target: Annotated[str, typer.Argument(help="alias@domain, or a domain")],
+    insert: Annotated[str | None, typer.Option("--insert", "-i", help="Add this delivery line to the alias.")] = None,
+    delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the alias.")] = False,
+    names: Annotated[bool, typer.Option("--names", "-n", help="Only the alias names of a domain.")] = False,
+    fmt: FormatOpt = Format.plain,
+):
+    """List, add or delete aliases and forwards (valias)."""
+
+    def body():
+        store = _store()
+        if insert is not None:
+            A.alias_insert(store, target, insert)
+        elif delete:
+            A.alias_delete(store, target)
+        elif names:
+            result = A.alias_names(store, target)
+            if fmt is Format.plain:
+                _lines(result)
+            else:
+                _emit_rows([{"alias": n} for n in result], fmt, ["alias"])
+        else:
+            rows = A.alias_listing(store, target)
+            if fmt is Format.plain:
+                _lines([f"{a}@{d} -> {x}" for a, d, x in rows])
+            else:
+                _emit_rows([{"alias": f"{a}@{d}", "line": x} for a, d, x in rows], fmt, ["alias", "line"])
+
+    _done(body)
+
+
+@app.command("vpopmaild", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def vpopmaild(ctx: typer.Context):
+    """Serve the vpopmaild protocol (see `vcli vpopmaild --help`)."""
+    from ..daemon.cli import main as daemon_main
+
+    raise typer.Exit(daemon_main(list(ctx.args)) or 0)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,90 @@
+"""What every command front end shares: opening the store, reading passwords,
+and turning errors into one stderr line and an exit status.
+
+Kept free of typer and rich so the classic entry points start fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from ..errors import EXIT_SOFTWARE, VcliError
+
+VERSION = "5.6.13"  # the vpopmail version the classic tools report with -v
+
+
+def warn(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def open_store(vpopmail_dir: str | None = None, qmail_dir: str | None = None, wait: float | None = None,
+               quiet: bool = False):
+    """The backend every command works on (the local store; see vcli.backend)."""
+    from ..backend import open_backend
+
+    return open_backend(vpopmail_dir=vpopmail_dir, qmail_dir=qmail_dir, wait=wait,
+                        warn=(lambda m: None) if quiet else warn)
+
+
+def read_password(address: str, confirm: bool = True) -> str:
+    """Prompt like vpopmail: twice on a tty; without one, prompts on stderr and lines from stdin."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        import getpass
+
+        while True:
+            first = getpass.getpass(f"Please enter password for {address}: ")
+            if not confirm:
+                return first
+            second = getpass.getpass("enter password again: ")
+            if first == second:
+                return first
+            print("Passwords do not match, try again", file=sys.stderr)
+    sys.stderr.write(f"Please enter password for {address}: ")
+    if confirm:
+        sys.stderr.write("enter password again: ")
+    sys.stderr.flush()
+    first = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
+    if confirm:
+        second = (sys.stdin.readline() if sys.stdin else "").rstrip("\r\n")
+        if second and second != first:
+            raise VcliError("Passwords do not match")
+    return first
+
+
+def read_secret_file(path: str) -> str:
+    """First line of a file (or '-' for stdin), for --password-file."""
+    if path == "-":
+        return sys.stdin.readline().rstrip("\r\n")
+    with open(path, encoding="utf-8") as f:
+        return f.readline().rstrip("\r\n")
+
+
+def run(main: Callable[[], int | None], prefix: str = "Error: ") -> int:
+    """Run a command body; a VcliError becomes one line on stderr and its exit status."""
+    try:
+        return main() or 0
+    except VcliError as exc:
+        print(f"{getattr(exc, 'prefix', prefix)}{exc.message}", file=sys.stderr, flush=True)
+        policy = getattr(exc, "policy", None)
+        if policy:
+            print(f"A password policy is in place:\n\t{policy}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return 141
+    except OSError as exc:
+        print(f"{prefix}{exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}", file=sys.stderr)
+        return 74
+    except Exception as exc:  # noqa: BLE001 - never a traceback (or a password) in cron mail
+        print(f"{prefix}internal error: {type(exc).__name__}", file=sys.stderr)
+        if os.environ.get("VCLI_DEBUG"):
+            raise
+        return EXIT_SOFTWARE

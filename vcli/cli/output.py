@@ -1,0 +1,162 @@
+"""How users and domains are shown: vpopmail's exact text, and the stable JSON shape."""
+
+from __future__ import annotations
+
+import time
+
+from .. import flags as F
+
+SEPARATOR = "-" * 42
+
+
+def asctime(ts: float) -> str:
+    """C asctime(localtime(ts)) without the newline: 'Mon Nov  4 18:43:00 2025'."""
+    return time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(ts))
+
+
+def lastauth_lines(auth: tuple[float, str] | None) -> list[str]:
+    if auth is None:
+        return ["last auth: Never logged in"]
+    mtime, content = auth
+    if content == "0.0.0.0":
+        return [f"account created: {asctime(mtime)}", "last auth: Never logged in"]
+    return [f"last auth: {asctime(mtime)}", f"last auth ip: {content}"]
+
+
+def limits_lines(gid: int, eff: int) -> list[str]:
+    if eff == 0:
+        return ["limits: No user limits set."]
+    out = ["limits:"]
+    for f in F.INFO_ORDER:
+        if eff & f.bit:
+            out.append(f"        {f.label}" + ("" if gid & f.bit else " (*)"))
+    if gid != eff:
+        out.append("        * = set by domain-wide limits")
+    return out
+
+
+def usage_text(quota: str, pct: int | None) -> str:
+    return "NOQUOTA" if quota == "NOQUOTA" else f"{pct or 0}%"
+
+
+# vuserinfo selectors in the fixed order they print
+SELECTORS = "npCugcdqQl"
+
+
+def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = False) -> list[str]:
+    """vuserinfo's block for one user; selectors '' = the full (-a) view."""
+    clear = user.clear
+    if clear is None:
+        clear = "(null)" if listing else ""
+
+    def usage() -> str:
+        if user.quota == "NOQUOTA":
+            return "NOQUOTA"
+        return usage_text(user.quota, store.user_usage(user).percent)
+
+    if not selectors:
+        eff = store.effective_flags(user, domain)
+        return [
+            f"name:   {user.name}",
+            f"passwd: {user.passwd}",
+            f"clear passwd: {clear}",
+            f"comment/gecos: {user.gecos}",
+            f"uid:    {user.uid}",
+            f"gid:    {user.gid}",
+            f"flags:  {eff}",
+            f"gecos: {user.gecos}",
+            *limits_lines(user.gid, eff),
+            f"dir:       {user.dir}",
+            f"quota:     {user.quota}",
+            f"usage:     {usage()}",
+            *lastauth_lines(store.lastauth(user)),
+        ]
+    out: list[str] = []
+    for sel in SELECTORS:
+        if sel not in selectors:
+            continue
+        if sel == "n":
+            out.append(user.name)
+        elif sel == "p":
+            out.append(user.passwd)
+        elif sel == "C":
+            if store.s.clear_passwords:
+                out.append(clear)
+        elif sel == "u":
+            out.append(user.uid)
+        elif sel == "g":
+            out.append(str(user.gid))
+        elif sel == "c":
+            out.append(user.gecos)
+        elif sel == "d":
+            out.append(user.dir)
+        elif sel == "q":
+            out.append(user.quota)
+        elif sel == "Q":
+            out.append(usage())
+        elif sel == "l":
+            out.extend(lastauth_lines(store.lastauth(user)))
+    return out
+
+
+def user_json(store, user, domain: str, with_usage: bool = True) -> dict:
+    """The documented JSON shape of a user (README "JSON output")."""
+    eff = store.effective_flags(user, domain)
+    auth = store.lastauth(user)
+    d = {
+        "address": f"{user.name}@{domain}",
+        "name": user.name,
+        "domain": domain,
+        "passwd": user.passwd,
+        "clear": user.clear,
+        "uid": user.uid,
+        "gid": user.gid,
+        "flags": eff,
+        "flag_names": F.names_of(eff),
+        "domain_flags": F.names_of(eff & ~user.gid),
+        "gecos": user.gecos,
+        "dir": user.dir,
+        "quota": user.quota,
+        "created": None,
+        "last_auth": None,
+        "last_auth_ip": None,
+    }
+    if with_usage:
+        u = store.user_usage(user)
+        d["usage"] = {"bytes": u.bytes, "messages": u.messages, "percent": u.percent}
+    if auth:
+        iso = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(auth[0]))
+        if auth[1] == "0.0.0.0":
+            d["created"] = iso
+        else:
+            d["last_auth"], d["last_auth_ip"] = iso, auth[1]
+    return d
+
+
+def vdominfo_lines(info, selectors: str, real_dir: str, aliases_after: bool) -> list[str]:
+    """vdominfo's block for one users/assign entry."""
+    e = info.entry
+    name = f"{e.name} (alias of {e.real})" if e.is_alias else e.name
+    if not selectors:
+        out = [f"domain: {name}", f"uid:    {e.uid}", f"gid:    {e.gid}", f"dir:    {real_dir}",
+               f"users:  {info.users}"]
+    else:
+        values = {"n": name, "u": str(e.uid), "g": str(e.gid), "d": real_dir, "t": str(info.users), "r": e.real}
+        out = [values[s] for s in "nugdtr" if s in selectors]
+    if aliases_after:
+        out += [f"alias: {a}" for a in info.aliases]
+    return out
+
+
+def domain_json(info) -> dict:
+    e = info.entry
+    return {
+        "domain": e.name,
+        "real": e.real,
+        "alias_of": e.real if e.is_alias else None,
+        "uid": e.uid,
+        "gid": e.gid,
+        "dir": e.dir,
+        "users": info.users,
+        "aliases": list(info.aliases),
+    }
