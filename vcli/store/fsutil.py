@@ -27,7 +27,9 @@ class Owner:
 
     @property
     def active(self) -> bool:
-        return self.uid is not None and os.geteuid() == 0
+        """chown only as root, and only when it changes something (saves syscalls in bulk adds)."""
+        return (self.uid is not None and os.geteuid() == 0
+                and (self.uid != 0 or (self.gid is not None and self.gid != os.getegid())))
 
     def apply(self, path: str, follow: bool = False) -> None:
         if self.active:

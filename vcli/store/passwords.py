@@ -7,10 +7,8 @@ vpopmail accepts ($1$, $5$, $6$, $2b$, $y$, DES) verifies identically here.
 
 from __future__ import annotations
 
-import hmac
 import os
 import re
-import secrets
 from dataclasses import dataclass
 
 from ..errors import VpopError, WeakPassword
@@ -30,6 +28,8 @@ def _crypt(word: str, salt: str) -> str | None:
 
 def hash_password(clear: str, scheme: str = "sha512") -> str:
     """crypt(3) hash with a fresh 8-char salt ($6$ / $1$) or a 2-char DES salt."""
+    import secrets
+
     if scheme not in SCHEMES:
         raise ValueError(f"unknown hash scheme {scheme!r}")
     if scheme == "des":
@@ -48,11 +48,15 @@ def verify_password(clear: str, stored: str) -> bool:
         stored = stored[stored.index("}") + 1 :]
     if not stored:
         return False
+    import hmac
+
     result = _crypt(clear, stored)
     return bool(result) and hmac.compare_digest(result.encode(), stored.encode())
 
 
 def random_password(length: int = 12) -> str:
+    import secrets
+
     return "".join(secrets.choice(RANDOM_CHARS) for _ in range(length))
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -109,6 +108,8 @@ class QmailFiles:
         """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves."""
         newu = self.path("bin", "qmail-newu")
         if os.access(newu, os.X_OK):
+            import subprocess
+
             subprocess.run([newu], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
             return
         data = read_bytes(self.path("users", "assign")) or b".\n"
@@ -153,6 +154,8 @@ class QmailFiles:
     def _compile_morercpthosts(self) -> None:
         newmrh = self.path("bin", "qmail-newmrh")
         if os.access(newmrh, os.X_OK):
+            import subprocess
+
             subprocess.run([newmrh], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
             return
         data = read_bytes(self.path("control", "morercpthosts")) or b""
