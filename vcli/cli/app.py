@@ -384,6 +384,31 @@ def valias(
     _done(body)
 
 
+@app.command("check")
+def check_cmd(
+    domain: Annotated[str | None, typer.Argument(help="Check only this domain (default: the whole store).")] = None,
+    repair: Annotated[bool, typer.Option(help="Fix what can be fixed without guessing, and say what was done.")] = False,
+):
+    """Check the store's consistency (read-only unless --repair); exit 65 when problems remain."""
+
+    def body():
+        from ..errors import EXIT_DATAERR
+        from ..store.check import check
+
+        store = _store()
+        problems = check(store, domain)
+        if repair and any(p.repair for p in problems):
+            for p in problems:
+                if p.repair:
+                    print(f"repaired: {p.repair()}")
+            problems = check(store, domain)
+        for p in problems:
+            print(str(p))
+        return EXIT_DATAERR if problems else 0
+
+    _done(body)
+
+
 @app.command("vpopmaild", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def vpopmaild(ctx: typer.Context):

@@ -1,0 +1,244 @@
+"""`vcli check`: a read-only consistency check of the store, with an optional repair
+of what can be fixed without guessing.
+
+Each problem is one line `<path>: <what>`; a problem is `repairable` when the
+right content follows from other files (a stale cdb is rebuilt from vpasswd, a
+missing Maildir is recreated, a half-made tree of an interrupted command is
+removed).  Problems that would need a guess (an orphaned mailbox, a vpasswd line
+that does not parse) are only reported.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .cdb import records
+from .dircontrol import DirControl
+from .fsutil import Owner, atomic_write, locked, read_bytes
+from .qmail import AssignEntry, users_cdb
+from .vpasswd import build_cdb, line_name, parse_line, split_lines
+
+
+@dataclass
+class Problem:
+    path: str
+    what: str
+    repair: Callable[[], str] | None = None  # returns what it did
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}"
+
+
+class Checker:
+    def __init__(self, store):
+        self.store = store
+        self.problems: list[Problem] = []
+
+    def add(self, path: str, what: str, repair: Callable[[], str] | None = None) -> None:
+        self.problems.append(Problem(path, what, repair))
+
+    # --- qmail side -------------------------------------------------------------
+
+    def check_qmail(self, only: str | None) -> list[AssignEntry]:
+        q = self.store.qmail
+        assign_path = q.path("users", "assign")
+        data = read_bytes(assign_path)
+        if data is None:
+            self.add(assign_path, "missing")
+            return []
+        if not data.endswith(b".\n"):
+            self.add(assign_path, "does not end with a '.' line")
+        entries = q.assign_entries()
+        names = [e.name for e in entries]
+        for name in {n for n in names if names.count(n) > 1}:
+            self.add(assign_path, f"domain {name} listed more than once")
+        cdb_path = q.path("users", "cdb")
+        want = users_cdb(data)
+        have = read_bytes(cdb_path)
+        if have != want:
+            self.add(cdb_path, "missing" if have is None else "does not match users/assign",
+                     lambda: (q.compile_assign(), "recompiled users/cdb from users/assign")[1])
+        rcpt = set((read_bytes(q.path("control", "rcpthosts")) or b"").decode("latin-1").split())
+        rcpt |= set((read_bytes(q.path("control", "morercpthosts")) or b"").decode("latin-1").split())
+        vds = set((read_bytes(q.path("control", "virtualdomains")) or b"").decode("latin-1").split())
+        locals_ = set((read_bytes(q.path("control", "locals")) or b"").decode("latin-1").split())
+        for e in entries:
+            if only and e.real != only and e.name != only:
+                continue
+            if e.name not in rcpt:
+                self.add(q.path("control", "rcpthosts"), f"{e.name} missing",
+                         lambda n=e.name: (q.add_rcpthost(n), f"added {n} to rcpthosts")[1])
+            if f"{e.name}:{e.name}" not in vds:
+                self.add(q.path("control", "virtualdomains"), f"{e.name}:{e.name} missing",
+                         lambda n=e.name: (q.add_virtualdomain(n), f"added {n}:{n} to virtualdomains")[1])
+            if e.name in locals_:
+                self.add(q.path("control", "locals"), f"{e.name} listed (mail would be delivered locally)",
+                         lambda n=e.name: (q.remove_local(n), f"removed {n} from locals")[1])
+        return [e for e in entries if not e.is_alias and (not only or e.name == only)]
+
+    # --- one real domain -----------------------------------------------------------
+
+    def check_domain(self, entry: AssignEntry) -> None:
+        store = self.store
+        ddir = entry.dir
+        owner = Owner(entry.uid, entry.gid)
+        try:
+            st = os.lstat(ddir)
+        except FileNotFoundError:
+            self.add(ddir, "domain directory missing")
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            self.add(ddir, "not a directory")
+            return
+        self._owner_mode(ddir, st, entry, 0o700)
+        if not os.path.exists(os.path.join(ddir, ".qmail-default")):
+            self.add(os.path.join(ddir, ".qmail-default"), "missing (mail to unknown users is not handled)")
+        vp = os.path.join(ddir, "vpasswd")
+        data = read_bytes(vp)
+        if data is None:
+            self.add(vp, "missing")
+            return
+        lines = split_lines(data)
+        users = []
+        good_lines: list[bytes] = []
+        for n, line in enumerate(lines, 1):
+            if not line.endswith(b"\n"):
+                self.add(vp, f"line {n} has no newline (vpopmail would not index it)")
+            try:
+                users.append(parse_line(line))
+                good_lines.append(line)
+            except ValueError:
+                self.add(vp, f"line {n} has fewer than 6 colons (vpopmail listings stop there)")
+        names = [line_name(x) for x in lines]
+        for dup in {x for x in names if names.count(x) > 1}:
+            self.add(vp, f"user {dup.decode(errors='replace')} listed more than once")
+        if any(b < a for a, b in zip(names, names[1:], strict=False)):
+            self.add(vp, "not sorted by user name (vpopmail keeps it sorted)")
+        cdb_path = vp + ".cdb"
+        want = build_cdb(lines)
+        have = read_bytes(cdb_path)
+        if have != want:
+            why = "missing" if have is None else "does not match vpasswd"
+            if have is not None:
+                try:
+                    list(records(have))
+                except ValueError:
+                    why = "corrupt"
+
+            def rebuild(vp=vp, owner=owner):
+                with locked(os.path.join(os.path.dirname(vp), ".vpasswd.lock"), store.lock_wait, owner):
+                    fresh = split_lines(read_bytes(vp) or b"")
+                    atomic_write(vp + ".cdb", build_cdb(fresh), 0o600, owner, tmp_name="cdb.tmp")
+                return f"rebuilt {vp}.cdb from vpasswd"
+
+            self.add(cdb_path, why, rebuild)
+        dc = DirControl.parse(read_bytes(os.path.join(ddir, ".dir-control")))
+        if dc.cur_users != len(users):
+            self.add(os.path.join(ddir, ".dir-control"),
+                     f"counts {dc.cur_users} users, vpasswd has {len(users)} (vdominfo's user count is off)")
+        homes = set()
+        for u in users:
+            homes.add(os.path.realpath(u.dir))
+            self._check_user(entry, u, owner)
+        self._check_leftovers(ddir, homes)
+
+    def _check_user(self, entry: AssignEntry, u, owner: Owner) -> None:
+        base = entry.dir.rstrip("/") + "/"
+        if not os.path.realpath(u.dir).startswith(os.path.realpath(entry.dir).rstrip("/") + "/"):
+            if not u.dir.startswith(base):
+                self.add(u.dir, f"home of {u.name} is outside the domain directory")
+        try:
+            st = os.lstat(u.dir)
+        except FileNotFoundError:
+            self.add(u.dir, f"home of {u.name} missing", lambda: self._recreate(u, owner, whole=True))
+            return
+        if stat.S_ISLNK(st.st_mode):
+            self.add(u.dir, f"home of {u.name} is a symlink")
+            return
+        self._owner_mode(u.dir, st, entry, 0o700)
+        for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
+            p = os.path.join(u.dir, sub)
+            try:
+                sst = os.lstat(p)
+            except FileNotFoundError:
+                self.add(p, f"missing ({u.name})", lambda: self._recreate(u, owner, whole=False))
+                break
+            if not stat.S_ISDIR(sst.st_mode):
+                self.add(p, "not a directory")
+                break
+        ms = os.path.join(u.dir, "Maildir", "maildirsize")
+        content = read_bytes(ms)
+        if content is not None:
+            text = content.decode("latin-1").split("\n")
+            body = [x for x in text[1:] if x.strip()]
+            if not all(len(x.split()) == 2 and all(p.lstrip("-").isdigit() for p in x.split()) for x in body):
+                self.add(ms, "does not parse (quota line, then '<bytes> <count>' lines)")
+
+    def _recreate(self, u, owner: Owner, whole: bool) -> str:
+        for sub in ([""] if whole else []) + ["Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"]:
+            p = os.path.join(u.dir, sub) if sub else u.dir
+            if not os.path.isdir(p):
+                os.makedirs(p, 0o700, exist_ok=True)
+                owner.apply(p)
+        return f"recreated the Maildir of {u.name}"
+
+    def _check_leftovers(self, ddir: str, homes: set[str]) -> None:
+        """Temp files and half-made trees of interrupted commands; orphaned mailboxes."""
+        for root, dirs, files in os.walk(ddir):
+            rel = os.path.relpath(root, ddir)
+            depth = 0 if rel == "." else rel.count("/") + 1
+            for name in files:
+                if name.startswith(("vpasswd.bak.", "cdb.tmp", ".dir-control.", ".vpasswd.tmp")) or ".tmp." in name:
+                    p = os.path.join(root, name)
+                    self.add(p, "temporary file of an interrupted command", lambda p=p: _unlink(p))
+            keep = []
+            for name in dirs:
+                p = os.path.join(root, name)
+                if name.startswith(".vcli-new."):
+                    self.add(p, "half-made user directory of an interrupted add", lambda p=p: _rmtree(p))
+                    continue
+                if os.path.realpath(p) in homes:
+                    continue  # a mailbox: don't descend
+                if depth < 3 and len(name) == 1:
+                    keep.append(name)  # a hash directory
+                    continue
+                if os.path.isdir(os.path.join(p, "Maildir")):
+                    self.add(p, "mailbox not in vpasswd (orphaned; left alone)")
+            dirs[:] = keep
+
+    def _owner_mode(self, path: str, st: os.stat_result, entry: AssignEntry, mode: int) -> None:
+        if stat.S_IMODE(st.st_mode) & 0o077:
+            self.add(path, f"mode {stat.S_IMODE(st.st_mode):04o} (group/other access; vpopmail uses {mode:04o})")
+        if os.geteuid() == 0 and (st.st_uid, st.st_gid) != (entry.uid, entry.gid):
+            self.add(path, f"owner {st.st_uid}:{st.st_gid}, not the domain's {entry.uid}:{entry.gid}",
+                     lambda: (os.lchown(path, entry.uid, entry.gid), f"chowned {path}")[1])
+
+
+def check(store, domain: str | None = None) -> list[Problem]:
+    c = Checker(store)
+    if domain:
+        domain = domain.lower()
+        entry = store.find_domain(domain)
+        if entry is None:
+            from ..errors import DomainNotFound
+
+            raise DomainNotFound()
+        domain = entry.real
+    for entry in c.check_qmail(domain):
+        c.check_domain(entry)
+    return c.problems
+
+
+def _unlink(path: str) -> str:
+    os.unlink(path)
+    return f"removed {path}"
+
+
+def _rmtree(path: str) -> str:
+    import shutil
+
+    shutil.rmtree(path)
+    return f"removed {path}"
