@@ -143,10 +143,11 @@ def domain_users(store, domain: str):
 def user_info_lines(store, address: str | None, domain: str | None, selectors: str) -> list[str]:
     if domain is not None:
         users, real = domain_users(store, domain)
+        mask = store.domain_mask(real)
         lines: list[str] = []
         for u in users:
             lines.append(SEPARATOR)
-            lines.extend(vuserinfo_lines(store, u, real, selectors, listing=True))
+            lines.extend(vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask))
         return lines
     u, real = lookup_user(store, address)
     return vuserinfo_lines(store, u, real, selectors)

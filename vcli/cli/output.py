@@ -43,8 +43,12 @@ def usage_text(quota: str, pct: int | None) -> str:
 SELECTORS = "npCugcdqQl"
 
 
-def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = False) -> list[str]:
-    """vuserinfo's block for one user; selectors '' = the full (-a) view."""
+def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = False,
+                    mask: int | None = None) -> list[str]:
+    """vuserinfo's block for one user; selectors '' = the full (-a) view.
+
+    `mask` is the domain's limit bits when the caller has them (listings read them once).
+    """
     clear = user.clear
     if clear is None:
         clear = "(null)" if listing else ""
@@ -55,7 +59,7 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
         return usage_text(user.quota, store.user_usage(user).percent)
 
     if not selectors:
-        eff = store.effective_flags(user, domain)
+        eff = store.effective_flags(user, domain, mask)
         return [
             f"name:   {user.name}",
             f"passwd: {user.passwd}",

@@ -219,7 +219,14 @@ class Store:
             self.add_users(domain, [pm])
         except BaseException:
             try:
-                self.del_domain(domain, force=True)
+                if self.find_domain(domain):
+                    self.del_domain(domain, force=True)
+                else:  # not registered yet: only the directory and the counter to undo
+                    self._remove_tree(ddir, domains)
+                    with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+                        dc = DirControl.parse(read_bytes(dc_path))
+                        dc.remove_one()
+                        atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
             except Exception as exc2:  # noqa: BLE001 - report both, keep the first
                 self.warn(f"Error: {exc2}")
             raise
