@@ -49,13 +49,24 @@ def _main(
     qmail_dir: Annotated[str | None, typer.Option(help="The qmail directory (default: QMAIL_DIR, config, /var/qmail).")] = None,
     wait: Annotated[float | None, typer.Option(help="Seconds to wait for a busy store lock (default 20; 0 = fail at once).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No warnings or notices on stderr.")] = False,
+    remote: Annotated[str | None, typer.Option(help="Work on a vpopmaild at HOST[:PORT] (default port 89; "
+                                                    "env VCLI_REMOTE).")] = None,
+    profile: Annotated[str | None, typer.Option(help="Use the [profiles.NAME] remote of the config file.")] = None,
+    login: Annotated[str | None, typer.Option(help="Remote login EMAIL (env VCLI_LOGIN).")] = None,
+    remote_password_file: Annotated[str | None, typer.Option(help="Remote password from FILE's first line "
+                                                                  "('-' = stdin; env VCLI_PASSWORD).")] = None,
+    tls: Annotated[bool | None, typer.Option("--tls/--no-tls", help="TLS to the remote daemon.")] = None,
+    ca_file: Annotated[str | None, typer.Option(help="CA bundle to verify the remote daemon's certificate.")] = None,
 ):
-    _global.update(vpopmail_dir=vpopmail_dir, qmail_dir=qmail_dir, wait=wait, quiet=quiet)
+    _global.update(vpopmail_dir=vpopmail_dir, qmail_dir=qmail_dir, wait=wait, quiet=quiet, remote=remote,
+                   profile=profile, login=login, password_file=remote_password_file, tls=tls, ca_file=ca_file)
 
 
 def _store():
-    return open_store(_global.get("vpopmail_dir"), _global.get("qmail_dir"), _global.get("wait"),
-                      quiet=_global.get("quiet", False))
+    g = _global
+    return open_store(g.get("vpopmail_dir"), g.get("qmail_dir"), g.get("wait"), quiet=g.get("quiet", False),
+                      remote=g.get("remote"), profile=g.get("profile"), login=g.get("login"),
+                      password_file=g.get("password_file"), tls=g.get("tls"), ca_file=g.get("ca_file"))
 
 
 def _done(body) -> None:

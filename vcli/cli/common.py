@@ -20,12 +20,12 @@ def warn(msg: str) -> None:
 
 
 def open_store(vpopmail_dir: str | None = None, qmail_dir: str | None = None, wait: float | None = None,
-               quiet: bool = False):
-    """The backend every command works on (the local store; see vcli.backend)."""
+               quiet: bool = False, **remote):
+    """The backend every command works on: local store or vpopmaild (see vcli.backend)."""
     from ..backend import open_backend
 
     return open_backend(vpopmail_dir=vpopmail_dir, qmail_dir=qmail_dir, wait=wait,
-                        warn=(lambda m: None) if quiet else warn)
+                        warn=(lambda m: None) if quiet else warn, **remote)
 
 
 def read_password(address: str, confirm: bool = True) -> str:
