@@ -69,10 +69,32 @@ def _store():
                       password_file=g.get("password_file"), tls=g.get("tls"), ca_file=g.get("ca_file"))
 
 
-def _done(body) -> None:
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Change nothing; print exactly what would change.")]
+
+
+def _done(body, dry_run: bool = False) -> None:
+    if dry_run:
+        body = _dry(body)
     code = run(body)
     if code:
         raise typer.Exit(code)
+
+
+def _dry(body):
+    """Run `body` with every store write recorded instead of made, then print the record."""
+
+    def wrapped():
+        from ..store.fsutil import dry_run
+        from .output import dry_run_lines
+
+        if _global.get("remote") or _global.get("profile") or os.environ.get("VCLI_REMOTE"):
+            raise UsageError("--dry-run works on the local store only")
+        with dry_run() as j:
+            code = body()
+        _lines(dry_run_lines(j))
+        return code
+
+    return wrapped
 
 
 def _lines(lines: list[str]) -> None:
@@ -121,6 +143,7 @@ def vadduser(
                                                         "with a header; '-' = stdin.")] = None,
     hashed: Annotated[bool, typer.Option(help="With --from-file: the password column holds crypt(3) hashes.")] = False,
     jobs: Annotated[int, typer.Option(help="With --from-file: processes hashing passwords (default: all cores).")] = 0,
+    dry_run: DryRunOpt = False,
 ):
     """Add a user (vadduser), or many at once with --from-file."""
 
@@ -140,16 +163,17 @@ def vadduser(
                           random_len=random_length if random else None, exist_ok=exist_ok,
                           ask_password=read_password))
 
-    _done(body)
+    _done(body, dry_run)
 
 
 @app.command("vdeluser")
 def vdeluser(
     address: Annotated[str, typer.Argument(help="user@domain")],
     missing_ok: Annotated[bool, typer.Option(help="Succeed when the user does not exist.")] = False,
+    dry_run: DryRunOpt = False,
 ):
     """Delete a user and the home directory (vdeluser)."""
-    _done(lambda: A.del_user(_store(), address, missing_ok=missing_ok))
+    _done(lambda: A.del_user(_store(), address, missing_ok=missing_ok), dry_run)
 
 
 def _vmoduser(
@@ -162,6 +186,7 @@ def _vmoduser(
     unset: list[str] | None,
     home: str | None,
     no_cdb: bool,
+    dry_run: bool,
     **flag_values: bool,
 ):
     """Change a user, or every user of a domain (vmoduser)."""
@@ -180,7 +205,7 @@ def _vmoduser(
             ch.password, ch.hashed = read_secret_file(password_file), None
         A.mod_user(_store(), target, ch, rebuild_cdb=not no_cdb)
 
-    _done(body)
+    _done(body, dry_run)
 
 
 def _build_vmoduser():
@@ -204,6 +229,7 @@ def _build_vmoduser():
           annotation=Annotated[str | None, typer.Option("--dir", "-D", help="Set the home directory field.")]),
         P("no_cdb", P.KEYWORD_ONLY, default=False,
           annotation=Annotated[bool, typer.Option("--no-cdb", "-n", help="Do not rebuild vpasswd.cdb (it goes stale).")]),
+        P("dry_run", P.KEYWORD_ONLY, default=False, annotation=DryRunOpt),
     ]
     for f in F.USAGE_ORDER:
         help_text = f.help + (" (root only)" if f.root_only else "")
@@ -264,6 +290,7 @@ def vpasswd(
     random: Annotated[bool, typer.Option("--random", "-r", help="Generate a random password and print it.")] = False,
     random_length: Annotated[int, typer.Option(help="Length of a --random password.")] = 12,
     password_file: Annotated[str | None, typer.Option(help="Read the password from FILE's first line ('-' = stdin).")] = None,
+    dry_run: DryRunOpt = False,
 ):
     """Change a user's password (vpasswd)."""
 
@@ -273,16 +300,17 @@ def vpasswd(
         pw = _password(password, password_file, address)
         _lines(A.set_password(_store(), address, pw, random_length if random else None, ask_password=read_password))
 
-    _done(body)
+    _done(body, dry_run)
 
 
 @app.command("vsetuserquota")
 def vsetuserquota(
     target: Annotated[str, typer.Argument(help="user@domain, or a domain for all its users")],
     quota: Annotated[str, typer.Argument(help="e.g. 50M, 1000000S,1000C, NOQUOTA")],
+    dry_run: DryRunOpt = False,
 ):
     """Set the quota of a user or of every user of a domain (vsetuserquota)."""
-    _done(lambda: A.set_quota(_store(), target, quota))
+    _done(lambda: A.set_quota(_store(), target, quota), dry_run)
 
 
 # --- domains -----------------------------------------------------------------
@@ -304,6 +332,7 @@ def vadddomain(
     random_length: Annotated[int, typer.Option(help="Length of a --random password.")] = 12,
     password_file: Annotated[str | None, typer.Option(help="postmaster password from FILE's first line ('-' = stdin).")] = None,
     exist_ok: Annotated[bool, typer.Option(help="Succeed without change when the domain exists.")] = False,
+    dry_run: DryRunOpt = False,
 ):
     """Add a domain with its postmaster (vadddomain)."""
 
@@ -317,7 +346,7 @@ def vadddomain(
         _lines(A.add_domain(store, domain, pw, opts, random_length if random else None,
                             ask_password=read_password))
 
-    _done(body)
+    _done(body, dry_run)
 
 
 @app.command("vdeldomain")
@@ -325,9 +354,10 @@ def vdeldomain(
     domain: Annotated[str, typer.Argument(help="The domain (real or alias)")],
     force: Annotated[bool, typer.Option("--force", "-f", help="Also delete its alias domains.")] = False,
     missing_ok: Annotated[bool, typer.Option(help="Succeed when the domain does not exist.")] = False,
+    dry_run: DryRunOpt = False,
 ):
     """Delete a domain, its users and mail (vdeldomain)."""
-    _done(lambda: _lines(A.del_domain(_store(), domain, force, missing_ok=missing_ok)))
+    _done(lambda: _lines(A.del_domain(_store(), domain, force, missing_ok=missing_ok)), dry_run)
 
 
 @app.command("vdominfo")
@@ -358,9 +388,10 @@ def vdominfo(
 def vaddaliasdomain(
     real_domain: Annotated[str, typer.Argument(help="The existing domain")],
     alias_domain: Annotated[str, typer.Argument(help="The new alias (either order works)")],
+    dry_run: DryRunOpt = False,
 ):
     """Make a domain an alias of an existing one (vaddaliasdomain)."""
-    _done(lambda: A.add_alias_domain(_store(), real_domain, alias_domain))
+    _done(lambda: A.add_alias_domain(_store(), real_domain, alias_domain), dry_run)
 
 
 @app.command("valias")
@@ -370,6 +401,7 @@ def valias(
     delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the alias.")] = False,
     names: Annotated[bool, typer.Option("--names", "-n", help="Only the alias names of a domain.")] = False,
     fmt: FormatOpt = Format.plain,
+    dry_run: DryRunOpt = False,
 ):
     """List, add or delete aliases and forwards (valias)."""
 
@@ -392,7 +424,7 @@ def valias(
             else:
                 _emit_rows([{"alias": f"{a}@{d}", "line": x} for a, d, x in rows], fmt, ["alias", "line"])
 
-    _done(body)
+    _done(body, dry_run)
 
 
 @app.command("check")

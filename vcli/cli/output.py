@@ -164,3 +164,78 @@ def domain_json(info) -> dict:
         "users": info.users,
         "aliases": list(info.aliases),
     }
+
+
+def dry_run_lines(j) -> list[str]:
+    """What a dry run would have changed, file by file (text files as +/- lines)."""
+    order: list[str] = []
+    first_old: dict[str, bytes | None] = {}
+    last_new: dict[str, bytes | None] = {}
+    out: list[str] = []
+    for kind, path, old, new in j.events:
+        if kind in ("write", "remove"):
+            if path not in first_old:
+                first_old[path] = old
+                order.append(path)
+            last_new[path] = new
+        elif kind == "mkdir":
+            out.append(f"would create directory {path}")
+        elif kind == "mailbox":
+            out.append(f"would create mailbox {path} (Maildir/{{cur,new,tmp}}, lastauth)")
+        elif kind == "remove-tree":
+            out.append(f"would remove the tree {path}")
+        elif kind == "signal":
+            out.append(f"would signal {path}")
+    for path in order:
+        old, new = first_old[path], last_new[path]
+        if old == new:
+            continue
+        if new is None:
+            out.append(f"would remove {path}")
+            continue
+        verb = "create" if old is None else "rewrite"
+        if _is_text(old) and _is_text(new):
+            out.append(f"would {verb} {path}:")
+            old_lines = (old or b"").decode("utf-8", "replace").splitlines()
+            new_lines = new.decode("utf-8", "replace").splitlines()
+            gone, added = _multiset_diff(old_lines, new_lines)
+            secret = path.endswith("/vpasswd")
+            out += [f"  - {_mask(x) if secret else x}" for x in gone]
+            out += [f"  + {_mask(x) if secret else x}" for x in added]
+        else:
+            out.append(f"would {verb} {path} ({len(new)} bytes)")
+    return out or ["nothing would change"]
+
+
+def _is_text(data: bytes | None) -> bool:
+    if data is None:
+        return True
+    if b"\0" in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _multiset_diff(old: list[str], new: list[str]) -> tuple[list[str], list[str]]:
+    """(lines only in old, lines only in new), counting repeats, in file order."""
+    from collections import Counter
+
+    surplus_old, surplus_new = Counter(old) - Counter(new), Counter(new) - Counter(old)
+    gone, added = [], []
+    for lines, surplus, dest in ((old, surplus_old, gone), (new, surplus_new, added)):
+        for x in lines:
+            if surplus[x] > 0:
+                dest.append(x)
+                surplus[x] -= 1
+    return gone, added
+
+
+def _mask(line: str) -> str:
+    """A vpasswd line with any clear-text password field (8th) hidden."""
+    parts = line.split(":")
+    if len(parts) > 7:
+        parts = parts[:7] + ["*"]
+    return ":".join(parts)

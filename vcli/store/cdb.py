@@ -56,11 +56,15 @@ def build(records) -> bytes:
 class CdbReader:
     """Look up keys in a cdb file without reading it whole (one pread per probe)."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        self.size = os.fstat(self.fd).st_size
+    def __init__(self, path: str | os.PathLike, data: bytes | None = None):
+        self.data = data
+        if data is not None:  # an in-memory image (dry runs)
+            self.fd, self.size = -1, len(data)
+        else:
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            self.size = os.fstat(self.fd).st_size
         if self.size < _HEADER:
-            os.close(self.fd)
+            self.close()
             raise ValueError(f"{path}: truncated cdb ({self.size} bytes)")
 
     def close(self) -> None:
@@ -75,7 +79,7 @@ class CdbReader:
         self.close()
 
     def _read(self, pos: int, n: int) -> bytes:
-        data = os.pread(self.fd, n, pos)
+        data = self.data[pos : pos + n] if self.data is not None else os.pread(self.fd, n, pos)
         if len(data) != n:
             raise ValueError("truncated cdb")
         return data

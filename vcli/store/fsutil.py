@@ -19,6 +19,80 @@ from contextlib import contextmanager
 from ..errors import LockBusy, StoreIOError
 
 
+class Journal:
+    """Dry-run mode: changes are recorded instead of made, and reads see them.
+
+    Set with `dry_run()`; every write path of the store goes through this module,
+    so one switch covers them all.
+    """
+
+    def __init__(self):
+        self.files: dict[str, bytes | None] = {}  # path -> pending content (None: removed)
+        self.events: list[tuple[str, str, bytes | None, bytes | None]] = []  # (kind, path, old, new)
+        self.dirs: set[str] = set()
+
+    def note(self, kind: str, path: str, old: bytes | None = None, new: bytes | None = None) -> None:
+        if (kind, path) in {(k, p) for k, p, _, _ in self.events[-50:]} and kind != "write":
+            return
+        self.events.append((kind, path, old, new))
+
+
+_journal: Journal | None = None
+
+
+@contextmanager
+def dry_run():
+    """Within this block the store changes nothing on disk; yields the Journal of what it would do."""
+    global _journal
+    saved, _journal = _journal, Journal()
+    try:
+        yield _journal
+    finally:
+        _journal = saved
+
+
+def journal() -> Journal | None:
+    return _journal
+
+
+def make_dir(path: str, mode: int = 0o700, owner: Owner | None = None) -> None:
+    """mkdir (raises FileExistsError like os.mkdir); recorded in dry-run mode."""
+    if _journal is not None:
+        if os.path.isdir(path) or path in _journal.dirs:
+            raise FileExistsError(path)
+        _journal.dirs.add(path)
+        _journal.note("mkdir", path)
+        return
+    os.mkdir(path, mode)
+    if owner is not None:
+        owner.apply(path)
+
+
+def is_dir(path: str) -> bool:
+    return os.path.isdir(path) or (_journal is not None and path in _journal.dirs)
+
+
+def remove_file(path: str) -> None:
+    """unlink (FileNotFoundError when missing); recorded in dry-run mode."""
+    if _journal is not None:
+        old = read_bytes(path)
+        if old is None:
+            raise FileNotFoundError(path)
+        _journal.files[path] = None
+        _journal.note("remove", path, old, None)
+        return
+    os.unlink(path)
+
+
+def remove_tree(path: str) -> None:
+    if _journal is not None:
+        _journal.note("remove-tree", path)
+        return
+    import shutil
+
+    shutil.rmtree(path)
+
+
 class Owner:
     """Who new files belong to: (uid, gid) applied only when running as root."""
 
@@ -44,6 +118,8 @@ NOBODY = Owner()
 
 
 def fsync_dir(path: str) -> None:
+    if _journal is not None:
+        return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -57,6 +133,10 @@ def io_error(exc: OSError, path: str) -> StoreIOError:
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBODY, tmp_name: str | None = None) -> None:
     """Replace `path` with `data`: temp file + fsync + rename + directory fsync."""
+    if _journal is not None:
+        _journal.note("write", path, read_bytes(path), data)
+        _journal.files[path] = data
+        return
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, tmp_name or f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
@@ -85,7 +165,9 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBOD
 
 
 def read_bytes(path: str) -> bytes | None:
-    """File contents, or None when it does not exist."""
+    """File contents, or None when it does not exist (pending dry-run content first)."""
+    if _journal is not None and path in _journal.files:
+        return _journal.files[path]
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -110,6 +192,9 @@ def locked(lock_path: str, wait: float | None = None, owner: Owner = NOBODY):
     fcntl locks belong to the process, so threads of one process (the daemon)
     are also serialised by a per-path thread lock.
     """
+    if _journal is not None:  # a dry run neither creates lock files nor waits
+        yield
+        return
     wait = DEFAULT_LOCK_WAIT if wait is None else wait
     key = os.path.abspath(lock_path)
     held = _held.__dict__.setdefault("paths", set())

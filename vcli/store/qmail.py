@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import cdb
-from .fsutil import atomic_write, locked, read_bytes
+from .fsutil import atomic_write, journal, locked, read_bytes, remove_file
 
 RCPTHOSTS_MAX = 50  # beyond this many lines new domains go to morercpthosts
 
@@ -81,8 +81,9 @@ class QmailFiles:
     def lookup(self, domain: str) -> AssignEntry | None:
         """The users/cdb entry for `domain`, as every vpopmail program finds it."""
         path = self.path("users", "cdb")
+        j = journal()
         try:
-            with cdb.CdbReader(path) as r:
+            with cdb.CdbReader(path, j.files.get(path) if j and path in j.files else None) as r:
                 value = r.get(b"!" + domain.encode() + b"-")
         except (OSError, ValueError):
             return None
@@ -107,7 +108,7 @@ class QmailFiles:
     def compile_assign(self) -> None:
         """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves."""
         newu = self.path("bin", "qmail-newu")
-        if os.access(newu, os.X_OK):
+        if os.access(newu, os.X_OK) and journal() is None:
             import subprocess
 
             subprocess.run([newu], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
@@ -136,7 +137,7 @@ class QmailFiles:
             if not read_bytes(more):
                 for p in (more, more + ".cdb"):
                     try:
-                        os.unlink(p)
+                        remove_file(p)
                     except FileNotFoundError:
                         pass
             else:
@@ -153,7 +154,7 @@ class QmailFiles:
 
     def _compile_morercpthosts(self) -> None:
         newmrh = self.path("bin", "qmail-newmrh")
-        if os.access(newmrh, os.X_OK):
+        if os.access(newmrh, os.X_OK) and journal() is None:
             import subprocess
 
             subprocess.run([newmrh], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
@@ -164,6 +165,10 @@ class QmailFiles:
 
     def hup_qmail_send(self) -> None:
         """SIGHUP qmail-send so it rereads its control files (found via /proc, no shell)."""
+        j = journal()
+        if j is not None:
+            j.note("signal", "qmail-send (SIGHUP)")
+            return
         try:
             pids = [p for p in os.listdir("/proc") if p.isdigit()]
         except OSError:
@@ -185,7 +190,8 @@ class QmailFiles:
     # --- line editing with vpopmail's locks -----------------------------------
 
     def _insert_sorted(self, path: str, line: bytes, key: Callable[[bytes], bytes], before_dot: bool = False) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if journal() is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         with locked(path + ".lock", self.lock_wait):
             data = read_bytes(path)
             if data is None:
@@ -210,7 +216,8 @@ class QmailFiles:
             atomic_write(path, b"".join(lines + tail), mode=0o644, tmp_name=f"{os.path.basename(path)}.{os.getpid()}")
 
     def _remove_lines(self, path: str, drop: set[bytes]) -> None:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if journal() is None:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         with locked(path + ".lock", self.lock_wait):
             data = read_bytes(path) or b""
             lines = [x for x in data.splitlines(keepends=True) if x not in drop and x.rstrip(b"\n") + b"\n" not in drop]

@@ -38,7 +38,19 @@ from ..errors import (
 )
 from . import cdb, names, quota
 from .dircontrol import DirControl
-from .fsutil import Owner, atomic_write, fsync_dir, io_error, locked, read_bytes
+from .fsutil import (
+    Owner,
+    atomic_write,
+    fsync_dir,
+    io_error,
+    is_dir,
+    journal,
+    locked,
+    make_dir,
+    read_bytes,
+    remove_file,
+    remove_tree,
+)
 from .limits import Limits
 from .qmail import AssignEntry, QmailFiles
 from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
@@ -184,9 +196,7 @@ class Store:
             _passwords().check_clear(password)
             _passwords().Policy.load(self.root).check(password)
         try:
-            if not os.path.isdir(domains):
-                os.makedirs(domains, mode=0o700, exist_ok=True)
-                owner.apply(domains)
+            self._makedirs(domains, owner)
             with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
                 dc_path = os.path.join(domains, ".dir-control")
                 dc = DirControl.parse(read_bytes(dc_path))
@@ -197,10 +207,9 @@ class Store:
                     raise TooLong("dir too long (max=160)", -30)
                 self._makedirs(parent, owner)
                 try:
-                    os.mkdir(ddir, 0o700)
+                    make_dir(ddir, 0o700, owner)
                 except FileExistsError:
                     raise VpopError(code=-14) from None
-                owner.apply(ddir)
                 atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
         except OSError as exc:
             raise io_error(exc, domains) from None
@@ -277,7 +286,7 @@ class Store:
         ddir = entry.dir
         for name in (".qmailadmin-limits", ".dir-control"):
             try:
-                os.unlink(os.path.join(ddir, name))
+                remove_file(os.path.join(ddir, name))
             except FileNotFoundError:
                 pass
         domains = _domains_root(ddir)
@@ -333,7 +342,7 @@ class Store:
     def del_limits(self, domain: str) -> None:
         entry = self.real_entry(domain)
         try:
-            os.unlink(self.limits_path(entry))
+            remove_file(self.limits_path(entry))
         except FileNotFoundError:
             pass
 
@@ -576,8 +585,9 @@ class Store:
                 lines = _merge_sorted(lines, [vu.to_line(self.s.clear_passwords) for vu in created])
                 self._write_vpasswd(entry, lines, 0o600)
             except BaseException:
-                for home in made_dirs:
-                    _rmtree(home, ignore_errors=True)
+                if journal() is None:
+                    for home in made_dirs:
+                        _rmtree(home, ignore_errors=True)
                 raise
             atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
             if used_free:
@@ -585,14 +595,13 @@ class Store:
         return created
 
     def _makedirs(self, path: str, owner: Owner) -> None:
-        if os.path.isdir(path):
+        if is_dir(path):
             return
         parent = os.path.dirname(path)
         if parent and parent != path:
             self._makedirs(parent, owner)
         try:
-            os.mkdir(path, 0o700)
-            owner.apply(path)
+            make_dir(path, 0o700, owner)
         except FileExistsError:
             pass
 
@@ -609,7 +618,7 @@ class Store:
             if vu.quota not in ("NOQUOTA", ""):
                 self._write_maildirsize(vu, owner)
 
-        if len(users) < 200:
+        if len(users) < 200 or journal() is not None:
             for i, vu in enumerate(users, 1):
                 one(vu)
                 if progress:
@@ -647,17 +656,17 @@ class Store:
         maildir = os.path.join(vu.dir, "Maildir")
         path = os.path.join(maildir, "maildirsize")
         try:
-            os.unlink(path)
+            remove_file(path)
         except FileNotFoundError:
             pass
         except OSError as exc:
             raise io_error(exc, path) from None
-        if vu.quota in ("NOQUOTA", "") or not os.path.isdir(maildir):
+        if vu.quota in ("NOQUOTA", "") or not is_dir(maildir):
             return
         used_bytes, used_count = quota.usage(maildir)
         tmp_dir = os.path.join(maildir, "tmp")
         tmp_name = f"{int(time.time())}.{os.getpid()}_NeWmAiLdIrSiZe.{os.uname().nodename}"
-        if not os.path.isdir(tmp_dir):
+        if not os.path.isdir(tmp_dir) or journal() is not None:
             tmp_name = None
         atomic_write(path, quota.maildirsize_bytes(vu.quota, used_bytes, used_count), 0o600, owner,
                      tmp_name=os.path.join("tmp", tmp_name) if tmp_name else None)
@@ -791,14 +800,14 @@ class Store:
         except FileNotFoundError:
             return
         if stat.S_ISLNK(st.st_mode):
-            os.unlink(path)  # vpopmail: a symlinked domain dir loses only the link
+            remove_file(path)  # vpopmail: a symlinked domain dir loses only the link
             return
         real = os.path.realpath(path)
         if not real.startswith(base.rstrip("/") + "/"):
             self.warn(f"Warning: not removing {path}: outside {must_be_under}")
             return
         try:
-            _rmtree(path)  # rmtree does not follow symlinks inside the tree
+            remove_tree(path)  # rmtree does not follow symlinks inside the tree
         except OSError as exc:
             raise StoreIOError(f"could not remove {path}: {exc.strerror}") from None
         fsync_dir(os.path.dirname(path))
@@ -875,7 +884,7 @@ class Store:
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
         try:
-            os.unlink(path)
+            remove_file(path)
         except FileNotFoundError:
             raise AliasNotFound(f"No aliases {alias}@{entry.real} found") from None
 
@@ -1003,8 +1012,13 @@ def _make_trees(homes: list[str], ids: tuple) -> tuple[list[str], BaseException 
 
 def _make_tree(home: str, owner: Owner) -> None:
     """User dir + Maildir/{new,cur,tmp} + lastauth, built under a temp name then renamed in."""
-    if os.path.lexists(home):
+    if os.path.lexists(home) or is_dir(home):
         raise UserDirExists()
+    j = journal()
+    if j is not None:
+        j.dirs.add(home)
+        j.note("mailbox", home)
+        return
     tmp = os.path.join(os.path.dirname(home), f".vcli-new.{os.path.basename(home)}.{os.getpid()}")
     _rmtree(tmp, ignore_errors=True)
     try:
