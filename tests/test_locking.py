@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+from storeenv import make_env, tool
 
 # A stand-in for a C vpopmail tool: takes fcntl(F_SETLK, F_WRLCK) on the lock file, as vpopmail does.
 HOLDER = r"""
@@ -23,22 +19,11 @@ time.sleep(float(sys.argv[2]))
 """
 
 
-def _tool(name: str) -> str:
-    return os.path.join(BIN, name) if os.path.exists(os.path.join(BIN, name)) else shutil.which(name)
-
-
 @pytest.fixture()
 def env(tmp_path):
-    vp, qm = tmp_path / "vpopmail", tmp_path / "qmail"
-    (vp / "etc").mkdir(parents=True)
-    (qm / "users").mkdir(parents=True)
-    for name in ("vlimits.default", "password_strength.conf"):
-        shutil.copy(os.path.join(ROOT, "vcli", "data", name), vp / "etc" / name)
-    (qm / "users" / "assign").write_text(".\n")
-    e = dict(os.environ, VPOPMAIL_DIR=str(vp), QMAIL_DIR=str(qm))
-    e.pop("VCLI_CONFIG", None)
-    subprocess.run([_tool("vadddomain"), "example.test", "Pm-pass1"], env=e, check=True)
-    return e, vp / "domains" / "example.test"
+    e = make_env(tmp_path)
+    subprocess.run([tool("vadddomain"), "example.test", "Pm-pass1"], env=e, check=True)
+    return e, tmp_path / "vpopmail" / "domains" / "example.test"
 
 
 def _hold(lock: str, seconds: float) -> subprocess.Popen:
@@ -53,7 +38,7 @@ def test_busy_lock_fails_at_once_with_wait_zero(env):
     holder = _hold(str(ddir / ".vpasswd.lock"), 5)
     try:
         t0 = time.monotonic()
-        r = subprocess.run([_tool("vcli"), "--wait", "0", "vadduser", "bob@example.test", "Bob-pass1"],
+        r = subprocess.run([tool("vcli"), "--wait", "0", "vadduser", "bob@example.test", "Bob-pass1"],
                            env=e, capture_output=True, text=True)
         assert time.monotonic() - t0 < 3
     finally:
@@ -69,7 +54,7 @@ def test_wait_waits_for_the_lock_then_succeeds(env):
     e, ddir = env
     holder = _hold(str(ddir / ".vpasswd.lock"), 1.5)
     t0 = time.monotonic()
-    r = subprocess.run([_tool("vcli"), "--wait", "10", "vadduser", "bob@example.test", "Bob-pass1"],
+    r = subprocess.run([tool("vcli"), "--wait", "10", "vadduser", "bob@example.test", "Bob-pass1"],
                        env=e, capture_output=True, text=True)
     waited = time.monotonic() - t0
     holder.wait()
@@ -82,7 +67,7 @@ def test_classic_command_honours_lock_wait_setting(env):
     e, ddir = env
     holder = _hold(str(ddir / ".vpasswd.lock"), 5)
     try:
-        r = subprocess.run([_tool("vadduser"), "carol@example.test", "Carol-pass1"],
+        r = subprocess.run([tool("vadduser"), "carol@example.test", "Carol-pass1"],
                            env=dict(e, VCLI_LOCK_WAIT="0.2"), capture_output=True, text=True)
     finally:
         holder.kill()

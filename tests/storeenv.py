@@ -1,0 +1,53 @@
+"""A fresh store in a temporary directory, laid out as on a real site, for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def tool(name: str) -> str:
+    """The installed entry point `name` of the venv running the tests."""
+    path = os.path.join(BIN, name)
+    found = path if os.path.exists(path) else shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} is not installed: pip install -e . first")
+    return found
+
+
+def make_env(tmp_path) -> dict:
+    """Environment for the commands: VPOPMAIL_DIR/QMAIL_DIR at a new store under tmp_path."""
+    vp, qm = tmp_path / "vpopmail", tmp_path / "qmail"
+    (vp / "etc").mkdir(parents=True)
+    (qm / "users").mkdir(parents=True)
+    for name in ("vlimits.default", "password_strength.conf"):
+        shutil.copy(os.path.join(ROOT, "vcli", "data", name), vp / "etc" / name)
+    (qm / "users" / "assign").write_text(".\n")
+    env = dict(os.environ, VPOPMAIL_DIR=str(vp), QMAIL_DIR=str(qm))
+    for var in ("VCLI_CONFIG", "VCLI_REMOTE", "VCLI_PROFILE", "VPOPMAIL_DOMAIN"):
+        env.pop(var, None)
+    return env
+
+
+def run(env: dict, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([tool(argv[0]), *argv[1:]], env=env, capture_output=True, text=True, input=stdin)
+
+
+def snapshot(root) -> dict:
+    """Every path below root -> (mode, bytes or None for directories): for 'nothing changed' checks."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            data = None
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    data = f.read()
+            out[os.path.relpath(p, root)] = (st.st_mode, data)
+    return out
