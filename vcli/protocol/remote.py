@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from .. import flags as F
+from ..backend_common import BackendCommon
 from ..errors import (
     DomainExists,
     DomainNotFound,
@@ -41,7 +42,7 @@ class RemoteSettings:
     vpopmail_dir: str = ""
 
 
-class RemoteBackend:
+class RemoteBackend(BackendCommon):
     def __init__(self, host: str, port: int, login: str, password: str, *, tls: bool = False,
                  ca_file: str | None = None, timeout: float = 30.0, warn=None):
         self.warn = warn or (lambda m: None)
@@ -98,16 +99,6 @@ class RemoteBackend:
             raise
         real = data["domain"][0]
         return AssignEntry(domain, real, int(data["uid"][0]), int(data["gid"][0]), data["path"][0])
-
-    def domain(self, domain: str) -> AssignEntry:
-        entry = self.find_domain(domain)
-        if entry is None:
-            raise DomainNotFound()
-        return entry
-
-    def real_entry(self, domain: str) -> AssignEntry:
-        e = self.domain(domain)
-        return e if not e.is_alias else AssignEntry(e.real, e.real, e.uid, e.gid, e.dir)
 
     def list_domains(self) -> list[AssignEntry]:
         lines = self._read(lambda: self.conn.multi("list_domains"))
@@ -188,12 +179,6 @@ class RemoteBackend:
         except (NotAuthorized, DomainNotFound, UsageError):
             return None
 
-    def effective_flags(self, user: VUser, domain: str, mask: int | None = None) -> int:
-        if user.gid & F.V_OVERRIDE:
-            return user.gid
-        mask = self.domain_mask(domain) if mask is None else mask
-        return user.gid | (mask or 0)
-
     # --- users --------------------------------------------------------------------
 
     def get_user(self, user: str, domain: str) -> VUser:
@@ -203,12 +188,6 @@ class RemoteBackend:
         except UserNotFound:
             raise
         return _vuser(data)
-
-    def find_user(self, user: str, domain: str) -> VUser | None:
-        try:
-            return self.get_user(user, domain)
-        except (UserNotFound, DomainNotFound):
-            return None
 
     def list_users(self, domain: str):
         entry = self.real_entry(domain)
@@ -286,9 +265,6 @@ class RemoteBackend:
                 progress(i)
         return created
 
-    def add_user(self, domain: str, new):
-        return self.add_users(domain, [new])[0]
-
     def mod_user(self, user: str, domain: str, ch, rebuild_cdb: bool = True, enforce_no_passwd_chng: bool = False):
         if ch.dir is not None:
             raise UsageError("-D (home directory) is not available over vpopmaild")
@@ -333,11 +309,6 @@ class RemoteBackend:
         from ..store.store import UserChanges
 
         return self.mod_user(user, domain, UserChanges(password=clear), enforce_no_passwd_chng=enforce_no_passwd_chng)
-
-    def set_quota(self, user: str, domain: str, quota_text: str):
-        from ..store.store import UserChanges
-
-        return self.mod_user(user, domain, UserChanges(quota=quota_text))
 
     def del_user(self, user: str, domain: str):
         entry = self.real_entry(domain)

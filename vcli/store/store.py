@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .. import flags as F
+from ..backend_common import BackendCommon
 from ..config import Settings
 from ..errors import (
     AliasExists,
@@ -23,7 +24,6 @@ from ..errors import (
     CatchallProtected,
     CorruptStore,
     DomainExists,
-    DomainNotFound,
     IllegalUsername,
     LimitsUnreadable,
     LoginFailed,
@@ -98,7 +98,7 @@ class UserUsage:
     percent: int | None  # None when the quota is NOQUOTA
 
 
-class Store:
+class Store(BackendCommon):
     def __init__(self, settings: Settings, warn: Callable[[str], None] | None = None, lock_wait: float | None = None):
         self.s = settings
         self.warn = warn or (lambda msg: None)
@@ -135,17 +135,6 @@ class Store:
         if not domain or "/" in domain or domain.startswith("."):
             return None
         return self.qmail.lookup(domain.lower())
-
-    def domain(self, domain: str) -> AssignEntry:
-        entry = self.find_domain(domain)
-        if entry is None:
-            raise DomainNotFound()
-        return entry
-
-    def real_entry(self, domain: str) -> AssignEntry:
-        """Entry for the real domain behind `domain` (alias names resolved)."""
-        entry = self.domain(domain)
-        return entry if not entry.is_alias else AssignEntry(entry.real, entry.real, entry.uid, entry.gid, entry.dir)
 
     def list_domains(self) -> list[AssignEntry]:
         path = self.qmail.path("users", "assign")
@@ -192,9 +181,16 @@ class Store:
         owner = Owner(uid, gid)
         base = base_dir or self.root
         domains = os.path.join(base, "domains")
-        if password is not None and hashed is None:
-            _passwords().check_clear(password)
-            _passwords().Policy.load(self.root).check(password)
+        # postmaster, the limits and the catch-all are checked before anything is made: a refusal
+        # must not leave a half-made domain, nor a rewritten counter behind
+        no_password = password is None and hashed is None
+        pm = self.prepare_user(domain, NewUser("postmaster", password=password, hashed="" if no_password else hashed,
+                                               gecos=postmaster_gecos, quota=quota_text))
+        self.limits(None)
+        if catchall is not None and any(c in catchall for c in "\n\0'"):
+            raise BadCharacter()
+        if not os.path.isdir(base):  # vpopmail changes into it: a mistyped -d or -u home makes no tree
+            raise StoreMissing(f"Unable to chdir to vpopmail directory: {base}")
         try:
             self._makedirs(domains, owner)
             with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
@@ -222,10 +218,7 @@ class Store:
             self.qmail.remove_local(domain)
             if not optimize:
                 self.qmail.hup_qmail_send()
-            pm = NewUser("postmaster", password=password, hashed=hashed, gecos=postmaster_gecos, quota=quota_text)
-            if password is None and hashed is None:
-                pm.hashed = ""
-            self.add_users(domain, [pm])
+            self.add_users(domain, [pm], prepared=True)
         except BaseException:
             try:
                 if self.find_domain(domain):
@@ -352,13 +345,6 @@ class Store:
         except (LimitsUnreadable, OSError):
             return None
 
-    def effective_flags(self, user: VUser, domain: str, mask: int | None = None) -> int:
-        """pw_flags: gid OR the domain's limit bits, unless the user overrides limits."""
-        if user.gid & F.V_OVERRIDE:
-            return user.gid
-        mask = self.domain_mask(domain) if mask is None else mask
-        return user.gid | (mask or 0)
-
     # --- reading users ----------------------------------------------------------
 
     def _vpasswd(self, entry: AssignEntry) -> str:
@@ -375,12 +361,6 @@ class Store:
             return parse_value(user, value)
         except ValueError:
             raise CorruptStore(f"{entry.dir}/vpasswd.cdb: bad record for {user}") from None
-
-    def find_user(self, user: str, domain: str) -> VUser | None:
-        try:
-            return self.get_user(user, domain)
-        except UserNotFound:
-            return None
 
     def _cdb_get(self, entry: AssignEntry, key: bytes) -> bytes | None:
         vp = self._vpasswd(entry)
@@ -425,8 +405,16 @@ class Store:
             st_vp = os.stat(vp)
             if why == "older than vpasswd" and st_cdb and st_cdb.st_mtime_ns >= st_vp.st_mtime_ns:
                 return  # someone else rebuilt it meanwhile
+            lines = split_lines(data)
+            bad = _first_malformed(lines)
+            if bad:  # an index of a broken file would be wrong too: keep a stale one, else refuse
+                problem = f"{vp} line {bad} is malformed (fewer than 6 colons or no newline)"
+                if why == "older than vpasswd":
+                    self.warn(f"Warning: {vp}.cdb {why}, not rebuilt: {problem}")
+                    return
+                raise CorruptStore(problem)
             self.warn(f"Warning: {vp}.cdb {why}; rebuilt from vpasswd")
-            atomic_write(vp + ".cdb", build_cdb(split_lines(data)), 0o600, self._owner(entry), tmp_name="cdb.tmp")
+            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
 
     def list_users(self, domain: str) -> Iterator[VUser]:
         """Every user from the vpasswd text file, in file order."""
@@ -467,9 +455,9 @@ class Store:
     def _read_lines(self, entry: AssignEntry) -> list[bytes]:
         data = read_bytes(self._vpasswd(entry))
         lines = split_lines(data or b"")
-        for n, line in enumerate(lines, 1):
-            if line.count(b":") < 6 or not line.endswith(b"\n"):
-                raise CorruptStore(f"{self._vpasswd(entry)} line {n} is malformed (fewer than 6 colons or no newline)")
+        bad = _first_malformed(lines)
+        if bad:
+            raise CorruptStore(f"{self._vpasswd(entry)} line {bad} is malformed (fewer than 6 colons or no newline)")
         return lines
 
     def _write_vpasswd(self, entry: AssignEntry, lines: list[bytes], mode: int) -> None:
@@ -512,9 +500,6 @@ class Store:
         if clear is not None and ":" in clear:
             raise BadCharacter()
         return NewUser(user, clear, hashed, gecos, q, new.apop)
-
-    def add_user(self, domain: str, new: NewUser) -> VUser:
-        return self.add_users(domain, [new])[0]
 
     def add_users(
         self,
@@ -812,10 +797,6 @@ class Store:
             raise StoreIOError(f"could not remove {path}: {exc.strerror}") from None
         fsync_dir(os.path.dirname(path))
 
-    def set_quota(self, user: str, domain: str, quota_text: str) -> VUser:
-        """vsetuserquota on one account."""
-        return self.mod_user(user, domain, UserChanges(quota=quota_text))
-
     # --- aliases (.qmail-<alias> files) ------------------------------------------
 
     def _alias_path(self, entry: AssignEntry, alias: str) -> str:
@@ -917,6 +898,14 @@ def _stat(path: str):
         return os.stat(path)
     except OSError:
         return None
+
+
+def _first_malformed(lines: list[bytes]) -> int:
+    """Number (1-based) of the first vpasswd line with fewer than 6 colons or no newline; 0 if none."""
+    for n, line in enumerate(lines, 1):
+        if line.count(b":") < 6 or not line.endswith(b"\n"):
+            return n
+    return 0
 
 
 def _check_cdb_header(reader: cdb.CdbReader) -> None:
