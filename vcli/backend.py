@@ -29,6 +29,10 @@ def open_backend(vpopmail_dir: str | None = None, qmail_dir: str | None = None, 
     from .store.store import Store
 
     settings = load_settings({"vpopmail_dir": vpopmail_dir, "qmail_dir": qmail_dir}, announce=announce or warn)
+    if not os.path.isdir(settings.vpopmail_dir):  # every command, not only those that write under it
+        from .errors import StoreMissing
+
+        raise StoreMissing(f"Unable to chdir to vpopmail directory: {settings.vpopmail_dir}")
     return Store(settings, warn=warn, lock_wait=wait)
 
 

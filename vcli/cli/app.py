@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from .. import flags as F
-from ..errors import UsageError, VcliError
+from ..errors import UsageError
 from . import actions as A
 from .common import open_store, read_password, read_secret_file, run, warn
 
@@ -157,7 +157,7 @@ def vadduser(
         if not address:
             raise UsageError("an address (or --from-file) is required")
         if random and password:
-            raise VcliError("don't use -r option when giving password on command line")
+            raise UsageError("don't use -r option when giving password on command line")
         pw = _password(password, password_file, address)
         _lines(A.add_user(_store(), address, pw, hashed=encrypted, gecos=comment, quota=quota,
                           random_len=random_length if random else None, exist_ok=exist_ok,
@@ -296,7 +296,7 @@ def vpasswd(
 
     def body():
         if random and password:
-            raise VcliError("don't use -r option when giving password on command line")
+            raise UsageError("don't use -r option when giving password on command line")
         pw = _password(password, password_file, address)
         _lines(A.set_password(_store(), address, pw, random_length if random else None, ask_password=read_password))
 
@@ -462,4 +462,13 @@ def vpopmaild(ctx: typer.Context):
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        # click ends a bad command line with status 2, which no vcli command uses otherwise;
+        # the README promises EX_USAGE (64) for it
+        if exc.code == 2:
+            from ..errors import EXIT_USAGE
+
+            raise SystemExit(EXIT_USAGE) from None
+        raise

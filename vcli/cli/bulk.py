@@ -13,7 +13,7 @@ import io
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from ..errors import UsageError, VcliError
+from ..errors import UsageError, UserExists, VcliError
 
 COLUMNS = ("address", "password", "quota", "comment")
 
@@ -69,6 +69,7 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
     by_domain: dict[str, list[tuple[int, NewUser]]] = {}
     clear: list[tuple[NewUser, str]] = []
     policy = pw.Policy.load(store.root)
+    seen: dict[tuple[str, str], int] = {}
     for r in rows:
         line = r["_line"]
         address = (r.get("address") or "").strip()
@@ -80,7 +81,12 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             user, domain = store.parse_address(address)
             if not domain:
                 raise UsageError("not a full address")
-            store.real_entry(domain)
+            real = store.real_entry(domain).real
+            if (real, user) in seen:
+                raise UserExists(f"User already exists (line {seen[(real, user)]})")
+            seen[(real, user)] = line
+            if not exist_ok and store.find_user(user, real) is not None:
+                raise UserExists("User already exists")
             if not is_hash:
                 pw.check_clear(secret)
                 policy.check(secret)
@@ -88,8 +94,9 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             new = store.prepare_user(domain, NewUser(user, None, secret if is_hash else "x",
                                                      r.get("comment") or None, r.get("quota") or None))
             new.hashed = secret if is_hash else None
-        except VcliError as exc:
-            raise type(exc)(f"{path}:{line}: {address}: {exc.message}") from None
+        except VcliError as exc:  # the same error (status, policy), its text naming the row
+            exc.args = (f"{path}:{line}: {address}: {exc.message}",)
+            raise exc from None
         if not is_hash:
             clear.append((new, secret))
             if store.s.clear_passwords:

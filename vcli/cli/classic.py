@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from .. import flags as F
-from ..errors import VcliError
+from ..errors import UsageError
 from . import actions as A
 from . import usage as U
 from .common import VERSION, open_store, read_password, run, warn
@@ -97,7 +97,7 @@ def _print(lines: list[str]) -> None:
 
 def _no_r_with_password(opts: dict, pos: list[str]) -> None:
     if "r" in opts and len(pos) > 1:
-        raise VcliError("don't use -r option when giving password on command line")
+        raise A.ClassicError("don't use -r option when giving password on command line", 255)
 
 
 def vadduser_main(argv: list[str]) -> int:
@@ -252,6 +252,21 @@ def vaddaliasdomain_main(argv: list[str]) -> int:
 
 # --- entry points ---------------------------------------------------------------
 
+
+def _classic_status(fn):
+    """A bad command line found below the parser (e.g. `-i abc`) exits 255 here, as the classic
+    tools do for every usage error (the vcli subcommands: 64)."""
+
+    def main(argv: list[str]) -> int:
+        try:
+            return fn(argv)
+        except UsageError as exc:
+            raise A.ClassicError(exc.message, 255) from None
+
+    main.__name__ = fn.__name__
+    return main
+
+
 MAINS = {
     "vadduser": vadduser_main,
     "vdeluser": vdeluser_main,
@@ -265,6 +280,7 @@ MAINS = {
     "valias": valias_main,
     "vaddaliasdomain": vaddaliasdomain_main,
 }
+MAINS = {name: _classic_status(fn) for name, fn in MAINS.items()}
 
 
 def _entry(name: str):
