@@ -915,6 +915,8 @@ class Session:
         candidate = os.path.join(parent, os.path.basename(path.rstrip("/")))
         if not (path.startswith(base) and (candidate + "/").startswith(real_base) and candidate + "/" != real_base):
             return None, e(26, minor)
+        if os.path.islink(candidate) and not (os.path.realpath(candidate) + "/").startswith(real_base):
+            return None, e(26, minor)  # a symlink that leads out: refused like any path outside
         return candidate, None
 
     def c_mk_dir(self, args, line):

@@ -1,0 +1,125 @@
+"""A store laid out as tests/transcripts/README.md says, and a real daemon process serving it."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+
+from storeenv import make_env
+
+from vcli import flags as F
+from vcli.config import load_settings
+from vcli.store.store import NewUser, Store, UserChanges
+
+
+def build_store(tmp_path) -> dict:
+    env = make_env(tmp_path)
+    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
+    st.add_domain("admin.test", "Admin-pm1")
+    st.add_domain("example.test", "Pm-pass1")
+    st.add_domain("other.test", "Other-pm1")
+    st.add_user("admin.test", NewUser("sysadmin", "SysPass1", gecos="System Admin"))
+    st.mod_user("sysadmin", "admin.test", UserChanges(set_flags=F.SA_ADMIN))
+    st.add_user("example.test", NewUser("alice", "pw with spaces", gecos="Alice A"))
+    st.add_user("example.test", NewUser("dadmin", "Dadmin-pw1"))
+    st.mod_user("dadmin", "example.test", UserChanges(set_flags=F.QA_ADMIN))
+    st.add_user("other.test", NewUser("dan", "Dan-pass1"))
+    st.add_alias_line("example.test", "info", "alice@example.test")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Daemon:
+    """`python -m vcli.daemon` on a free loopback port; stops on exit."""
+
+    def __init__(self, env: dict, *extra: str):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "vcli.daemon", "--listen", f"127.0.0.1:{self.port}", *extra],
+            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        line = self.proc.stderr.readline().decode()
+        if "listening" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"daemon did not start: {line!r}")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return err.decode()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Client:
+    """A raw protocol client that reads whole replies (one command at a time)."""
+
+    def __init__(self, port: int, timeout: float = 10.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+        assert self.line() == b"+OK \r\n"
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        i = self.buf.index(b"\n") + 1
+        out, self.buf = self.buf[:i], self.buf[i:]
+        return out
+
+    def send(self, text: str | bytes) -> None:
+        self.sock.sendall(text if isinstance(text, bytes) else text.encode() + b"\r\n")
+
+    def cmd(self, text: str) -> bytes:
+        """Send one command, return the whole reply (through '.' for +OK+)."""
+        self.send(text)
+        first = self.line()
+        if not first.startswith(b"+OK+"):
+            return first
+        out = first
+        while True:
+            ln = self.line()
+            out += ln
+            if ln == b".\r\n":
+                return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def mask(reply: bytes) -> bytes:
+    return re.sub(rb"\$[0-9a-z]+\$[./0-9A-Za-z]+\$[./0-9A-Za-z]+", b"{HASH}", reply)
+
+
+def wait_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
+    sock.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sock.recv(65536):
+                return True
+    except (ConnectionResetError, TimeoutError):
+        return True
+    return False
+
+
+def env_path(env: dict, *parts: str) -> str:
+    return os.path.join(env["VPOPMAIL_DIR"], *parts)

@@ -1,0 +1,292 @@
+"""The vpopmaild-compatible daemon as a real process over a real socket, over stdio and under tcpserver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from daemon_helpers import Client, Daemon, build_store, env_path, free_port, mask, wait_closed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "transcripts"))
+import run as transcripts  # noqa: E402
+
+TRANSCRIPTS = sorted(f for f in os.listdir(os.path.join(HERE, "transcripts")) if f.endswith(".txt"))
+
+
+@pytest.fixture()
+def env(tmp_path):
+    return build_store(tmp_path)
+
+
+@pytest.fixture()
+def daemon(env):
+    with Daemon(env, "--idle-timeout", "3") as d:
+        yield d
+
+
+@pytest.mark.parametrize("name", TRANSCRIPTS)
+def test_transcript(daemon, name):
+    problems = transcripts.replay("127.0.0.1", daemon.port, os.path.join(HERE, "transcripts", name))
+    assert problems == []
+
+
+def test_transcript_runner_command_line(daemon):
+    r = subprocess.run([sys.executable, os.path.join(HERE, "transcripts", "run.py"), f"127.0.0.1:{daemon.port}",
+                        "prelogin.txt", "domains.txt"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.splitlines()[-1] == "2 passed, 0 failed"
+
+
+def _login(port: int, who: str = "sysadmin@admin.test SysPass1") -> Client:
+    c = Client(port)
+    assert c.cmd(f"slogin {who}") == b"+OK \r\n"
+    return c
+
+
+def test_pipelined_commands_are_answered_in_order(daemon):
+    c = Client(daemon.port)
+    c.send(b"slogin sysadmin@admin.test SysPass1\r\ndomain_count\r\nuser_count example.test\r\nquit\r\n")
+    got = b""
+    while True:
+        try:
+            ln = c.line()
+        except ConnectionError:
+            break
+        got += ln
+    assert got == (b"+OK \r\n+OK+\r\ncount 3\r\n.\r\n+OK+\r\ncount 3\r\n.\r\n+OK \r\n")
+
+
+def test_over_long_line_is_split_like_the_real_daemon_and_service_goes_on(daemon):
+    c = _login(daemon.port)
+    c.send(b"x" * 3002 + b"\r\n")
+    assert [c.line() for _ in range(3)] == [b"-ERR 4.107 Invalid Command\r\n"] * 3
+    assert c.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_binary_junk_and_nul_bytes(daemon):
+    c = Client(daemon.port)
+    c.send(b"\x00\xff\xfe junk \x00\r\n")
+    assert c.line() == b"-ERR 4.104 Invalid Command\r\n"
+    c2 = _login(daemon.port)
+    c2.send(b"user_info \x00alice@example.test\r\n")
+    assert c2.line().startswith(b"-ERR ")
+    assert c2.cmd("user_count example.test") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_idle_client_times_out_and_others_are_served(daemon):
+    slow = Client(daemon.port)
+    slow.send(b"sl")  # one byte now and then, never a whole line
+    fast = _login(daemon.port)
+    t0 = time.monotonic()
+    assert fast.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+    assert time.monotonic() - t0 < 1
+    assert slow.line() == b"-ERR 3.103 Read Timeout\r\n"
+    assert wait_closed(slow.sock)
+
+
+def test_disconnect_in_the_middle_of_mod_user_changes_nothing(daemon, env):
+    vpasswd = env_path(env, "domains", "example.test", "vpasswd")
+    before = open(vpasswd, "rb").read()
+    c = _login(daemon.port)
+    c.send("mod_user alice@example.test")
+    assert c.line() == b"+OK \r\n"
+    c.send("comment Half Done")
+    c.close()
+    time.sleep(0.3)
+    assert open(vpasswd, "rb").read() == before
+    assert _login(daemon.port).cmd("user_count example.test") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_mod_user_of_an_unknown_user_also_ends_at_a_crlf_dot(daemon):
+    """The real daemon drains until a bare '.' LF, so a CR LF client hangs to EOF; we stop at either."""
+    c = _login(daemon.port)
+    c.send("mod_user nobody@example.test")
+    c.send("comment x")
+    c.send(".")
+    assert c.line() == b"-ERR 12.505 User does not exist\r\n"
+    assert c.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_two_connections_modify_the_same_user(daemon, env):
+    """Concurrent mod_user on one account: both apply, nothing is lost or torn."""
+    errors = []
+
+    def worker(field: str, n: int) -> None:
+        try:
+            c = _login(daemon.port)
+            for i in range(n):
+                c.send("mod_user alice@example.test")
+                assert c.line() == b"+OK \r\n"
+                c.send(f"{field} {i % 2}")
+                c.send(".")
+                assert c.line() == b"+OK \r\n"
+            c.send("mod_user alice@example.test")
+            assert c.line() == b"+OK \r\n"
+            c.send(f"{field} 1")
+            c.send(".")
+            assert c.line() == b"+OK \r\n"
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f, 20)) for f in ("no_pop", "no_imap")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    reply = _login(daemon.port).cmd("user_info alice@example.test")
+    assert b"gidflags 10\r\n" in reply  # no_pop (2) + no_imap (8): neither update lost
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("../etc/passwd", b"-ERR 20.1501 Invalid Directory.  .. not allowed in path\r\n"),
+    ("alice@example.test/../../x", b"-ERR 20.1501 Invalid Directory.  .. not allowed in path\r\n"),
+    ("a%2e%2e/x", b"-ERR 21.1502 Invalid Directory.  % not allowed in path\r\n"),
+    ("nodir", b"-ERR 22.1503 Invalid Directory.  Do you need a trailing '/'?\r\n"),
+    ("x/alice@example.test", b"-ERR 23.1504 Invalid Directory. Found / before @\r\n"),
+    ("nobody@example.test/x", b"-ERR 25.1506 Invalid Directory. Unknown email address\r\n"),
+    ("dadmin@example.test/x", b"-ERR 12.1508 User does not exist\r\n"),
+    ("/etc", b"-ERR 26.1512 Unauthorized Directory.\r\n"),
+])
+def test_file_commands_stay_inside_a_plain_users_home(daemon, path, expected):
+    c = Client(daemon.port)
+    assert c.cmd("slogin alice@example.test pw with spaces") == b"+OK \r\n"
+    assert c.cmd(f"list_dir {path}") == expected
+
+
+def test_file_commands_round_trip_and_refuse_symlinks_out(daemon, env):
+    home = env_path(env, "domains", "example.test", "alice")
+    os.symlink("/etc", os.path.join(home, "escape"))
+    c = Client(daemon.port)
+    assert c.cmd("slogin alice@example.test pw with spaces") == b"+OK \r\n"
+    assert c.cmd("mk_dir alice@example.test/notes") == b"+OK \r\n"
+    c.send("write_file alice@example.test/notes/a.txt")
+    c.send("hello")
+    c.send(b"world\n.\n")
+    assert c.line() == b"+OK \r\n"
+    assert open(os.path.join(home, "notes", "a.txt"), "rb").read() == b"hello\r\nworld\n"
+    with open(os.path.join(home, "notes", "a.txt"), "ab") as f:
+        f.write(b".\nlast")  # a lone '.' line is stuffed on the way out; no final LF adds CR LF '.'
+    assert c.cmd("read_file alice@example.test/notes/a.txt") == b"+OK+\r\nhello\r\nworld\n..\nlast\r\n.\r\n"
+    assert c.cmd("stat_file alice@example.test/notes/a.txt") == f"+OK+\r\nuid: {os.getuid()}\n.\r\n".encode()
+    assert b"a.txt file\r\n" in c.cmd("list_dir alice@example.test/notes")
+    assert c.cmd("rename_file alice@example.test/notes/a.txt alice@example.test/notes/b.txt") == b"+OK \r\n"
+    assert c.cmd("rm_file alice@example.test/notes/b.txt") == b"+OK \r\n"
+    assert c.cmd("rm_dir alice@example.test/notes") == b"+OK \r\n"
+    for cmd in ("read_file alice@example.test/escape/passwd", "list_dir alice@example.test/escape",
+                "write_file alice@example.test/escape/x", "rm_file alice@example.test/escape/hosts"):
+        assert c.cmd(cmd) == b"-ERR 26.1512 Unauthorized Directory.\r\n", cmd
+    assert os.path.exists("/etc/hosts")
+
+
+def test_domain_admin_file_scope(daemon, env):
+    c = Client(daemon.port)
+    assert c.cmd("slogin dadmin@example.test Dadmin-pw1") == b"+OK \r\n"
+    assert c.cmd("list_dir dan@other.test/Maildir") == b"-ERR 11.1507 Not Authorized for domain\r\n"
+    assert c.cmd("list_dir alice@example.test/Maildir").startswith(b"+OK+\r\n")
+    assert c.cmd(f"list_dir {env['VPOPMAIL_DIR']}/domains/other.test") == b"-ERR 26.1511 Unauthorized Directory.\r\n"
+
+
+def test_failed_logins_slow_down_that_address_only(env):
+    with Daemon(env) as d:
+        times = []
+        for _ in range(3):
+            c = Client(d.port)
+            for _ in range(3):
+                t0 = time.monotonic()
+                assert c.cmd("login alice@example.test wrong") == b"-ERR 8.207 Invalid Login\r\n"
+                times.append(time.monotonic() - t0)
+            c.close()
+        assert times[-1] >= 0.4  # the ninth failure waits 0.1 * 2**8 capped... at least 0.4 s
+        assert times[-1] > times[0]
+
+
+def test_audit_lines_never_hold_passwords(env, tmp_path):
+    log = tmp_path / "audit.log"
+    with Daemon(env, "--audit-log", str(log)) as d:
+        c = _login(d.port)
+        assert c.cmd("add_user zed@example.test Secret-Zed-9") == b"+OK \r\n"
+        c2 = Client(d.port)
+        assert c2.cmd("login zed@example.test Wrong-Secret-1") == b"-ERR 8.207 Invalid Login\r\n"
+        c.cmd("quit")
+        time.sleep(0.2)
+    text = log.read_text()
+    assert "Secret-Zed-9" not in text and "Wrong-Secret-1" not in text
+    assert "cmd=add_user target=zed@example.test result=ok" in text
+    assert "login=sysadmin@admin.test" in text and "result=failed 8.207" in text
+
+
+def test_non_loopback_needs_allow_remote(env):
+    r = subprocess.run([sys.executable, "-m", "vcli.daemon", "--listen", "0.0.0.0:1"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 64
+    assert "--allow-remote" in r.stderr
+
+
+def test_sigterm_stops_gracefully(env):
+    d = Daemon(env)
+    c = _login(d.port)
+    assert c.cmd("user_count example.test") == b"+OK+\r\ncount 3\r\n.\r\n"
+    err = d.stop()
+    assert d.proc.returncode == 0
+    assert "stopped" in err
+
+
+def _stdio_session(argv: list[str], env: dict, script: bytes) -> bytes:
+    p = subprocess.run(argv, env=env, input=script, capture_output=True, timeout=30)
+    return p.stdout
+
+
+def test_stdio_through_a_pipe_pair(env):
+    out = _stdio_session([sys.executable, "-m", "vcli.daemon", "--stdio"], env,
+                         b"slogin sysadmin@admin.test SysPass1\r\nuser_count example.test\r\nquit\r\n")
+    assert out == b"+OK \r\n+OK \r\n+OK+\r\ncount 3\r\n.\r\n+OK \r\n"
+
+
+def test_stdio_eof_ends_the_session(env):
+    out = _stdio_session([sys.executable, "-m", "vcli.daemon", "--stdio"], env, b"slogin sysadmin@admin.test SysPass1\n")
+    assert out == b"+OK \r\n+OK \r\n"
+
+
+def test_under_tcpserver(env):
+    tcpserver = shutil.which("tcpserver")
+    assert tcpserver, "tcpserver (Debian ucspi-tcp) is required: .ci/run installs it"
+    port = free_port()
+    vpopmaild = os.path.join(os.path.dirname(sys.executable), "vpopmaild")
+    assert os.path.exists(vpopmaild), "the vpopmaild console script is not installed"
+    p = subprocess.Popen([tcpserver, "-HRD", "127.0.0.1", str(port), vpopmaild, "--stdio"], env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                c = Client(port)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "tcpserver did not start"
+                time.sleep(0.05)
+        assert c.cmd("clogin dadmin@example.test Dadmin-pw1").startswith(b"+OK+\r\nvpopmail_dir ")
+        assert c.cmd("user_count example.test") == b"+OK+\r\ncount 3\r\n.\r\n"
+        assert mask(c.cmd("user_info alice@example.test")).endswith(b"encrypted_password {HASH}\r\n"
+                                                                     b"clear_text_password \r\ngidflags 0\r\n.\r\n")
+        assert c.cmd("quit") == b"+OK \r\n"
+        problems = transcripts.replay("127.0.0.1", port, os.path.join(HERE, "transcripts", "domain_admin.txt"))
+        assert problems == []
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def test_max_connections(env):
+    with Daemon(env, "--max-connections", "2") as d:
+        a, b = Client(d.port), Client(d.port)
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        assert wait_closed(s)
+        assert a.cmd("q") == b"+OK \r\n" and b.cmd("q") == b"+OK \r\n"
