@@ -35,7 +35,7 @@ from .client import Connection, pairs, user_blocks
 class RemoteSettings:
     """What the commands read from Store.s, as far as a remote store can tell."""
 
-    clear_passwords: bool = True  # show whatever clear text the server sends
+    clear_passwords: bool = False  # as the default build; a profile can say the server stores clear text
     hash: str = "sha512"
     max_user: int = 64
     max_gecos: int = 64
