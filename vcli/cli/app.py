@@ -253,9 +253,23 @@ def vuserinfo(
     address: Annotated[str | None, typer.Argument(help="user@domain")] = None,
     domain: Annotated[str | None, typer.Option("--domain", "-D", help="Every user of this domain.")] = None,
     fields: Annotated[str, typer.Option("--fields", help="vuserinfo selector letters, e.g. nq (plain format).")] = "",
+    all_: Annotated[bool, typer.Option("-a", "--all", help="All fields (the default).")] = False,
+    name: Annotated[bool, typer.Option("-n", "--name", help="The name.")] = False,
+    passwd: Annotated[bool, typer.Option("-p", "--passwd", help="The password hash.")] = False,
+    clear: Annotated[bool, typer.Option("-C", "--clear", help="The clear-text password (clear-passwd sites).")] = False,
+    uid: Annotated[bool, typer.Option("-u", "--uid", help="The uid field (1 POP, 2 APOP).")] = False,
+    gid: Annotated[bool, typer.Option("-g", "--gid", help="The gid field (the flag bits).")] = False,
+    comment: Annotated[bool, typer.Option("-c", "--comment", help="The gecos comment.")] = False,
+    home: Annotated[bool, typer.Option("-d", "--dir", help="The home directory.")] = False,
+    quota: Annotated[bool, typer.Option("-q", "--quota", help="The quota.")] = False,
+    usage: Annotated[bool, typer.Option("-Q", "--usage", help="The quota usage.")] = False,
+    lastauth: Annotated[bool, typer.Option("-l", "--lastauth", help="Creation / last authentication.")] = False,
     fmt: FormatOpt = Format.plain,
 ):
     """Show a user, or every user of a domain (vuserinfo)."""
+    chosen = zip("anpCugcdqQl", (all_, name, passwd, clear, uid, gid, comment, home, quota, usage, lastauth),
+                 strict=True)
+    fields += "".join(letter for letter, on in chosen if on)
 
     def body():
         if not address and not domain:
@@ -364,9 +378,18 @@ def vdeldomain(
 def vdominfo(
     domain: Annotated[str | None, typer.Argument(help="A domain (default: all)")] = None,
     fields: Annotated[str, typer.Option("--fields", help="vdominfo selector letters nugdtr (plain format).")] = "",
+    all_: Annotated[bool, typer.Option("-a", "--all", help="All fields (the default).")] = False,
+    name: Annotated[bool, typer.Option("-n", "--name", help="The domain name.")] = False,
+    uid: Annotated[bool, typer.Option("-u", "--uid", help="The owner uid.")] = False,
+    gid: Annotated[bool, typer.Option("-g", "--gid", help="The owner gid.")] = False,
+    ddir: Annotated[bool, typer.Option("-d", "--dir", help="The domain directory.")] = False,
+    total: Annotated[bool, typer.Option("-t", "--total", help="The number of users.")] = False,
+    real: Annotated[bool, typer.Option("-r", "--real", help="The real domain.")] = False,
     fmt: FormatOpt = Format.plain,
 ):
     """Show one domain or all domains (vdominfo)."""
+    fields += "".join(letter for letter, on in zip("anugdtr", (all_, name, uid, gid, ddir, total, real),
+                                                   strict=True) if on)
 
     def body():
         store = _store()
