@@ -90,6 +90,10 @@ class Connection:
                 sock.close()
                 raise RemoteUnavailable(f"TLS with {self.host}:{self.port} failed: {exc}") from None
         sock.settimeout(self.timeout)
+        try:  # small request/reply lines: never wait for a delayed ACK
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
         self.sock, self.buf = sock, b""
         greeting = self.readline()
         if not greeting.startswith("+OK"):
@@ -180,9 +184,15 @@ class Connection:
         first = self.readline()
         if first.startswith("-ERR"):
             raise error_from_reply(first)
-        for name, value in options:
-            self.send(f"{name} {value}")
-        self.sock.sendall(b".\n")  # a bare ".\n" also ends the real daemon's drain for an unknown user
+        lines = [f"{name} {value}" for name, value in options]
+        if any(c in x for x in lines for c in "\r\n\0"):
+            raise UsageError("a protocol line cannot contain CR, LF or NUL")
+        # all option lines and the end in one write; a bare ".\n" also ends the real daemon's drain
+        data = "".join(x + "\r\n" for x in lines).encode("utf-8", "surrogateescape") + b".\n"
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise RemoteUnavailable(f"connection to {self.host}:{self.port} lost: {exc.strerror or exc}") from None
         second = self.readline()
         if second.startswith("-ERR"):
             raise error_from_reply(second)
