@@ -290,3 +290,37 @@ def test_max_connections(env):
         s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
         assert wait_closed(s)
         assert a.cmd("q") == b"+OK \r\n" and b.cmd("q") == b"+OK \r\n"
+
+
+def test_tls_listener_with_the_remote_backend(env, tmp_path):
+    openssl = shutil.which("openssl")
+    assert openssl, "openssl is required for the TLS test: .ci/run installs it"
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    with Daemon(env, "--tls-cert", str(cert), "--tls-key", str(key)) as d:
+        e = dict(env, VCLI_LOGIN="sysadmin@admin.test", VCLI_PASSWORD="SysPass1")
+        r = subprocess.run([os.path.join(os.path.dirname(sys.executable), "vcli"), "--remote", f"127.0.0.1:{d.port}",
+                            "--tls", "--ca-file", str(cert), "vuserinfo", "-n", "-c", "alice@example.test"],
+                           env=e, capture_output=True, text=True)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "alice\nAlice A\n", "")
+        plain = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+        plain.sendall(b"slogin sysadmin@admin.test SysPass1\r\n")
+        assert not plain.recv(100).startswith(b"+OK")  # no clear-text session on a TLS listener
+
+
+def test_root_drops_to_the_given_user_after_binding(env):
+    assert os.geteuid() == 0, "this test checks the privilege drop and must run as root (CI does)"
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    with Daemon(env, "--user", "nobody") as d:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with open(f"/proc/{d.proc.pid}/status") as f:
+                uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+            if uids[0] == str(nobody.pw_uid):
+                break
+            time.sleep(0.05)
+        assert uids == [str(nobody.pw_uid)] * 4
