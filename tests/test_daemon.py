@@ -324,3 +324,37 @@ def test_root_drops_to_the_given_user_after_binding(env):
                 break
             time.sleep(0.05)
         assert uids == [str(nobody.pw_uid)] * 4
+
+
+def test_daemon_and_cli_add_to_one_domain_at_once_without_a_lost_update(daemon, env):
+    """The daemon and cron'd CLI commands share vpopmail's locks: every add survives."""
+    from storeenv import run as run_cli
+
+    errors: list[str] = []
+
+    def by_daemon() -> None:
+        c = _login(daemon.port)
+        for i in range(15):
+            r = c.cmd(f"add_user d{i:02d}@example.test Dpass-{i:02d}x")
+            if r != b"+OK \r\n":
+                errors.append(r.decode())
+
+    def by_cli() -> None:
+        for i in range(15):
+            r = run_cli(env, "vadduser", f"c{i:02d}@example.test", f"Cpass-{i:02d}x")
+            if r.returncode:
+                errors.append(r.stderr)
+
+    threads = [threading.Thread(target=by_daemon), threading.Thread(target=by_cli)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = [line.split(b":", 1)[0].decode()
+             for line in open(env_path(env, "domains", "example.test", "vpasswd"), "rb").read().splitlines()]
+    assert sorted(names) == names
+    assert set(names) == {"alice", "dadmin", "postmaster"} | {f"d{i:02d}" for i in range(15)} | {
+        f"c{i:02d}" for i in range(15)}
+    r = run_cli(env, "vcli", "check", "example.test")
+    assert (r.returncode, r.stdout) == (0, "")

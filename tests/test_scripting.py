@@ -95,3 +95,18 @@ def test_exist_ok_and_missing_ok_make_cron_lines_idempotent(store):
     assert run(env, "vcli", "vdeluser", "--missing-ok", "nobody@example.test").returncode == 0
     assert run(env, "vcli", "vadddomain", "--exist-ok", "example.test", "Pm-pass1").returncode == 0
     assert run(env, "vcli", "vdeldomain", "--missing-ok", "gone.test").returncode == 0
+
+
+def test_config_show_masks_passwords(store, tmp_path):
+    env, _ = store
+    conf = tmp_path / "config.toml"
+    conf.write_text('hash = "md5"\n[profiles.mx]\nremote = "mx.example:89"\npassword = "Sekret-1"\n')
+    conf.chmod(0o600)
+    r = run(dict(env, VCLI_CONFIG=str(conf)), "vcli", "config", "show", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["hash"] == "md5" and doc["config_file"] == str(conf)
+    assert doc["profiles"] == {"mx": {"remote": "mx.example:89", "password": "********"}}
+    assert "Sekret-1" not in r.stdout
+    r = run(dict(env, VCLI_CONFIG=str(conf)), "vcli", "config", "path")
+    assert r.stdout == f"{conf}\n"

@@ -450,6 +450,45 @@ def valias(
     _done(body, dry_run)
 
 
+config_app = typer.Typer(help="The configuration file and the settings in force.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("path")
+def config_path():
+    """Print the config files vcli reads, in order (the first that exists wins)."""
+    from ..config import config_paths
+
+    for p in config_paths():
+        print(p + ("" if os.path.exists(p) else "  (missing)"))
+
+
+@config_app.command("show")
+def config_show(fmt: FormatOpt = Format.plain):
+    """Print the settings in force and where the store is; passwords masked."""
+
+    def body():
+        from ..config import load_settings
+
+        s = load_settings({"vpopmail_dir": _global.get("vpopmail_dir"), "qmail_dir": _global.get("qmail_dir")},
+                          announce=warn)
+        data = s.as_dict()
+        data["profiles"] = {name: {k: ("********" if k == "password" else v) for k, v in prof.items()}
+                            for name, prof in (s.profiles or {}).items()}
+        if fmt is Format.json:
+            sys.stdout.write(json.dumps(data, indent=2) + "\n")
+            return
+        for key, value in data.items():
+            if key != "profiles":
+                print(f"{key} = {value if value is not None else ''}")
+        for name, prof in data["profiles"].items():
+            print(f"[profiles.{name}]")
+            for k, v in prof.items():
+                print(f"  {k} = {v}")
+
+    _done(body)
+
+
 @app.command("check")
 def check_cmd(
     domain: Annotated[str | None, typer.Argument(help="Check only this domain (default: the whole store).")] = None,
