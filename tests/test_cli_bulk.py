@@ -85,12 +85,6 @@ def csv_with_header(secret_column: str = "password") -> str:
     return "\n".join(out) + "\n"
 
 
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """A directory for the stores of this module, and the view of the one-by-one store."""

@@ -13,19 +13,12 @@ from cli_helpers import (
     CliStore,
     assign_cdb,
     cdb_records,
-    fast_base,
     verify,
     vpasswd_cdb,
 )
 
 FRESH_DIR_CONTROL = b"1\n0\n3\n0 0 0\n61 61 61\n0 2 4\n0 0 0\n\n"
 REREAD_DIR_CONTROL = b"%d\n0\n3\n0 0 0\n61 61 61\n0 2 2\n0 0 0\n\n"
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
 
 
 @pytest.fixture()

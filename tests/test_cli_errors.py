@@ -9,17 +9,11 @@ import shutil
 import subprocess
 
 import pytest
-from cli_helpers import CliStore, diff_snapshots, fast_base, tool, vpasswd_cdb
+from cli_helpers import CliStore, diff_snapshots, tool, vpasswd_cdb
 
 D = "example.test"
 U64 = "u" * 64
 ILLEGAL = "Error: Illegal username"
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
 
 
 @pytest.fixture()

@@ -6,22 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from cli_helpers import SEPARATOR, CliStore, asctime, fast_base
+from cli_helpers import SEPARATOR, CliStore, asctime
 
 D = "example.test"
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
-
-
-@pytest.fixture()
-def st(base):
-    s = CliStore(base)
-    s.call_ok("vadddomain", D, "Pm-pass1")
-    return s
 
 
 def created(st: CliStore, user: str, domain: str = D) -> str:

@@ -8,13 +8,7 @@ import re
 import subprocess
 
 import pytest
-from cli_helpers import REPO, asctime, clean_env, fast_base, verify
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
+from cli_helpers import REPO, asctime, clean_env, verify
 
 
 def _has_vpopmail_user() -> bool:

@@ -10,9 +10,7 @@ import stat
 import pytest
 from cli_helpers import (
     HASH_RE,
-    CliStore,
     check_domain,
-    fast_base,
     patched_environ,
     verify,
     vpasswd_cdb,
@@ -20,19 +18,6 @@ from cli_helpers import (
 
 D = "example.test"
 RANDOM_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.@!#%*")
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
-
-
-@pytest.fixture()
-def st(base):
-    s = CliStore(base)
-    s.call_ok("vadddomain", D, "Pm-pass1")
-    return s
 
 
 def mode(path) -> int:

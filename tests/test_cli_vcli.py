@@ -12,7 +12,6 @@ import shutil
 import pytest
 from cli_helpers import (
     CliStore,
-    fast_base,
     mask_dates,
     mask_hashes,
     masked_vpasswd,
@@ -108,12 +107,6 @@ def test_vcli_subcommands_match_the_classic_names(base):
     assert views["classic"] == views["vcli"]
     # the run did what it says (not two identical failures)
     assert [rc for rc, _, _ in results["classic"]][:22] == [0] * 22
-
-
-@pytest.fixture()
-def base(tmp_path):
-    with fast_base(tmp_path) as b:
-        yield b
 
 
 @pytest.fixture()
