@@ -105,11 +105,18 @@ def slogin_rate(host: str, port: int, address: str, password: str, seconds: floa
 
 
 def rss_kib(pid: int) -> int:
+    """RSS of the daemon: the process and its worker processes."""
+    total = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+                total += int(line.split()[1])
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            children = [int(x) for x in f.read().split()]
+    except OSError:
+        children = []
+    return total + sum(rss_kib(c) for c in children)
 
 
 def whole(cmd: list[str], env: dict, runs: int) -> float:

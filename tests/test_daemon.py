@@ -195,7 +195,7 @@ def test_domain_admin_file_scope(daemon, env):
 
 
 def test_failed_logins_slow_down_that_address_only(env):
-    with Daemon(env) as d:
+    with Daemon(env, "--workers", "1") as d:
         times = []
         for _ in range(3):
             c = Client(d.port)
@@ -285,7 +285,7 @@ def test_under_tcpserver(env):
 
 
 def test_max_connections(env):
-    with Daemon(env, "--max-connections", "2") as d:
+    with Daemon(env, "--max-connections", "2", "--workers", "1") as d:
         a, b = Client(d.port), Client(d.port)
         s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
         assert wait_closed(s)

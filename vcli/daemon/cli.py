@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-line", type=int, default=1023, metavar="BYTES",
                    help="longest input line; longer ones are split as the real daemon does (default 1023)")
     p.add_argument("--audit-log", metavar="FILE", help="append one line per change here (default: stderr)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                   help="processes accepting connections (default: one per core; limits and the failed-login "
+                        "throttle apply per process)")
     return p
 
 
@@ -128,19 +131,25 @@ def main(argv: list[str] | None = None) -> int:
 
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(args.tls_cert, args.tls_key)
-    import asyncio
-
-    async def run() -> None:
-        await server.serve(endpoints, ssl_ctx, on_ready=lambda: _drop_privileges(args.user))
+    from .serve import bind, run_workers
 
     try:
-        asyncio.run(run())
+        socks = bind(endpoints)
     except OSError as exc:
-        log(f"vpopmaild: {exc.strerror or exc}")
+        log(f"vpopmaild: cannot listen: {exc.strerror or exc}")
         return 69
+    for sock in socks:
+        host, port = sock.getsockname()[:2]
+        log(f"vpopmaild: listening on {host}:{port}")
+    _drop_privileges(args.user)
+    workers = max(1, args.workers)
+    server.max_connections = max(1, -(-args.max_connections // workers))
+    try:
+        code = run_workers(server, socks, ssl_ctx, workers, log)
     except KeyboardInterrupt:
-        pass
-    return 0
+        code = 0
+    log("vpopmaild: stopped")
+    return code
 
 
 if __name__ == "__main__":

@@ -126,16 +126,12 @@ class Server:
         except asyncio.LimitOverrunError as exc:
             return await reader.readexactly(min(exc.consumed, self.max_line))
 
-    async def serve(self, endpoints: list[tuple[str, int]], ssl_ctx=None, on_ready=None) -> None:
+    async def serve(self, socks: list, ssl_ctx=None) -> None:
+        """Accept on already-bound listening sockets until SIGTERM/SIGINT."""
         servers = []
-        for host, port in endpoints:
-            servers.append(await asyncio.start_server(self.handle, host, port, ssl=ssl_ctx,
-                                                      limit=self.max_line + 2, reuse_address=True))
-        for s in servers:
-            for sock in s.sockets:
-                self.log(f"vpopmaild: listening on {sock.getsockname()[0]}:{sock.getsockname()[1]}")
-        if on_ready:
-            on_ready()
+        for sock in socks:
+            servers.append(await asyncio.start_server(self.handle, sock=sock, ssl=ssl_ctx,
+                                                      limit=self.max_line + 2))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,12 +140,12 @@ class Server:
         self.stopping = True
         for s in servers:
             s.close()
-        # let the command in flight finish: feed() is synchronous, so once the loop runs
-        # here no command is half-done; give writers a moment to flush
+        # feed() runs to its end once started, so no command is ever half-done; give the
+        # replies in flight a moment to reach their clients
         deadline = time.monotonic() + 5
         while self.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        self.log("vpopmaild: stopped")
+
 
     # --- stdio (tcpserver, inetd, systemd Accept=yes) ----------------------------------
 
@@ -198,3 +194,62 @@ class Server:
                 if session.closed:
                     break
         return 0
+
+
+def bind(endpoints: list[tuple[str, int]]) -> list:
+    """Listening sockets for (host, port) pairs; IPv6 when the host is."""
+    import socket
+
+    socks = []
+    for host, port in endpoints:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.listen(512)
+        sock.setblocking(False)
+        socks.append(sock)
+    return socks
+
+
+def run_workers(server: Server, socks: list, ssl_ctx, workers: int, log) -> int:
+    """Serve the sockets with `workers` processes (hashing a password holds the GIL, so one
+    process would use one core).  The parent forwards SIGTERM and waits for the commands in flight."""
+    if workers <= 1:
+        asyncio.run(server.serve(socks, ssl_ctx))
+        return 0
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                asyncio.run(server.serve(socks, ssl_ctx))
+            except BaseException:  # noqa: BLE001 - a worker must never return into the parent's code
+                code = 70
+            os._exit(code)
+        children.append(pid)
+    for sock in socks:
+        sock.close()
+
+    def forward(signum, frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    worst = 0
+    for pid in children:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+        worst = max(worst, os.waitstatus_to_exitcode(status) if status else 0)
+    return worst if worst > 0 else 0
