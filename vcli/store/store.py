@@ -26,7 +26,6 @@ from ..errors import (
     DomainExists,
     IllegalUsername,
     LimitsUnreadable,
-    LoginFailed,
     PasswordChangeDenied,
     StoreIOError,
     StoreMissing,
@@ -441,14 +440,6 @@ class Store(BackendCommon):
                 return os.fstat(f.fileno()).st_mtime, content
         except OSError:
             return None
-
-    def authenticate(self, address: str, clear: str) -> tuple[VUser, str]:
-        """(user, domain) when the password matches; UserNotFound / LoginFailed otherwise."""
-        user, domain = self.parse_address(address)
-        vuser = self.get_user(user, domain)
-        if not _passwords().verify_password(clear, vuser.passwd):
-            raise LoginFailed("Invalid Login")
-        return vuser, self.real_entry(domain).real
 
     # --- writing users ----------------------------------------------------------
 
