@@ -63,8 +63,10 @@ def _open_remote(remote, profile_name, login, password_file, tls, ca_file, warn)
     if not tls and not host.startswith(_LOOPBACK) and not prof.get("allow_plain", False):
         warn(f"Warning: the password for {login} goes to {host} unencrypted (use --tls)")
     password = _password(password_file, prof, source, login)
-    return RemoteBackend(host, port, login, password, tls=tls, ca_file=ca_file, warn=warn,
-                         timeout=float(prof.get("timeout", 30)))
+    backend = RemoteBackend(host, port, login, password, tls=tls, ca_file=ca_file, warn=warn,
+                            timeout=float(prof.get("timeout", 30)))
+    backend.s.clear_passwords = bool(prof.get("clear_passwords", False))  # the server's build
+    return backend
 
 
 def split_hostport(text: str, default_port: int = 89) -> tuple[str, int]:
