@@ -27,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,
+    add_completion=False,  # one way to get completions: `vcli completion`
 )
 
 _global: dict = {}
@@ -448,6 +449,85 @@ def valias(
                 _emit_rows([{"alias": f"{a}@{d}", "line": x} for a, d, x in rows], fmt, ["alias", "line"])
 
     _done(body, dry_run)
+
+
+completion_app = typer.Typer(help="Shell completion for vcli and the classic command names.", no_args_is_help=True)
+app.add_typer(completion_app, name="completion")
+
+
+class Shell(StrEnum):
+    bash = "bash"
+    zsh = "zsh"
+    fish = "fish"
+
+
+ShellOpt = Annotated[Shell | None, typer.Option("--shell", help="bash, zsh or fish (default: from $SHELL).")]
+
+
+def _shell(shell: Shell | None) -> Shell:
+    if shell is not None:
+        return shell
+    name = os.path.basename(os.environ.get("SHELL", ""))
+    if name in Shell.__members__:
+        return Shell(name)
+    raise UsageError(f"cannot tell the shell ({'$SHELL unset' if not name else name!r}): use --shell bash|zsh|fish")
+
+
+def _completion_script(shell: Shell) -> str:
+    from . import gendocs
+
+    return {Shell.bash: gendocs.bash, Shell.zsh: gendocs.zsh, Shell.fish: gendocs.fish}[shell]()
+
+
+@completion_app.command("show")
+def completion_show(shell: ShellOpt = None):
+    """Print the completion script."""
+    _done(lambda: sys.stdout.write(_completion_script(_shell(shell))))
+
+
+@completion_app.command("install")
+def completion_install(
+    shell: ShellOpt = None,
+    directory: Annotated[str | None, typer.Option("--dir", help="Install into DIR instead of the shell's "
+                                                               "usual place (packaging, tests).")] = None,
+):
+    """Install the completion script where the shell finds it (for vcli and the classic names)."""
+
+    def body():
+        from .gendocs import CLASSIC
+
+        sh = _shell(shell)
+        home = os.path.expanduser("~")
+        root = os.geteuid() == 0
+        if sh is Shell.bash:
+            d = "/usr/share/bash-completion/completions" if root else os.path.join(
+                os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share"), "bash-completion",
+                "completions")
+            main_file, loader = os.path.join(d, "vcli"), "source {main}\n"
+            extra = [os.path.join(d, n) for n in CLASSIC]
+        elif sh is Shell.zsh:
+            d = "/usr/local/share/zsh/site-functions" if root else os.path.join(home, ".zfunc")
+            main_file, loader, extra = os.path.join(d, "_vcli"), "", []
+        else:
+            d = "/usr/share/fish/vendor_completions.d" if root else os.path.join(
+                os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config"), "fish", "completions")
+            main_file, loader = os.path.join(d, "vcli.fish"), "source {main}\n"
+            extra = [os.path.join(d, n + ".fish") for n in CLASSIC]
+        if directory:
+            main_file = os.path.join(directory, os.path.basename(main_file))
+            extra = [os.path.join(directory, os.path.basename(x)) for x in extra]
+            d = directory
+        os.makedirs(d, exist_ok=True)
+        with open(main_file, "w", encoding="utf-8") as f:
+            f.write(_completion_script(sh))
+        for path in extra:  # shells load completions by command name: each name loads the one script
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(loader.format(main=main_file))
+        print(f"installed {main_file}" + (f" (and {len(extra)} classic names)" if extra else ""))
+        if sh is Shell.zsh and not root:
+            print("add to ~/.zshrc, before compinit:  fpath=(~/.zfunc $fpath)")
+
+    _done(body)
 
 
 config_app = typer.Typer(help="The configuration file and the settings in force.", no_args_is_help=True)

@@ -80,6 +80,28 @@ class Getopt:
         return opts, pos, bad
 
 
+# getopt strings of the classic tools (also read by the completion generator)
+OPTSTRINGS = {
+    "vadduser": "svc:q:e:r::",
+    "vdeluser": "v",
+    "vmoduser": "D:vnxc:q:e:C:h" + "".join(f.letter for f in F.FLAGS),
+    "vuserinfo": "anpugcdqQvlD:C",
+    "vpasswd": "vr::",
+    "vsetuserquota": "v",
+    "vadddomain": "q:be:u:vi:g:d:Or::",
+    "vdeldomain": "vf",
+    "vdominfo": "vanugdtr",
+    "valias": "vnsdi:",
+    "vaddaliasdomain": "v",
+}
+# what each tool's positional arguments name: address, domain, or target (either)
+ARGUMENTS = {
+    "vadduser": "address", "vdeluser": "address", "vmoduser": "target", "vuserinfo": "address",
+    "vpasswd": "address", "vsetuserquota": "target", "vadddomain": "none", "vdeldomain": "domain",
+    "vdominfo": "domain", "valias": "target", "vaddaliasdomain": "domain",
+}
+
+
 def _usage_exit(text: str, code: int = 255) -> int:
     """Usage on a command-line error: stderr (vpopmail: stdout), non-zero exit."""
     sys.stderr.write(text)
@@ -101,7 +123,7 @@ def _no_r_with_password(opts: dict, pos: list[str]) -> None:
 
 
 def vadduser_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vadduser", "svc:q:e:r::").parse(argv)
+    opts, pos, _ = Getopt("vadduser", OPTSTRINGS["vadduser"]).parse(argv)
     _version(opts)
     if not pos:
         return _usage_exit(U.VADDUSER)
@@ -116,7 +138,7 @@ def vadduser_main(argv: list[str]) -> int:
 
 
 def vdeluser_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vdeluser", "v").parse(argv)
+    opts, pos, _ = Getopt("vdeluser", OPTSTRINGS["vdeluser"]).parse(argv)
     _version(opts)
     if not pos:
         return _usage_exit(U.VDELUSER)
@@ -124,13 +146,12 @@ def vdeluser_main(argv: list[str]) -> int:
     return 0
 
 
-VMODUSER_OPTS = "D:vnxc:q:e:C:h" + "".join(f.letter for f in F.FLAGS)
 
 
 def vmoduser_main(argv: list[str]) -> int:
     from ..store.store import UserChanges
 
-    opts, pos, _ = Getopt("vmoduser", VMODUSER_OPTS, on_unknown="ignore").parse(argv)
+    opts, pos, _ = Getopt("vmoduser", OPTSTRINGS["vmoduser"], on_unknown="ignore").parse(argv)
     _version(opts)
     letters = [o for o, _ in opts]
     if "h" in letters:
@@ -148,7 +169,7 @@ def vmoduser_main(argv: list[str]) -> int:
 
 
 def vuserinfo_main(argv: list[str]) -> int:
-    opts, pos, bad = Getopt("vuserinfo", "anpugcdqQvlD:C", on_unknown="usage").parse(argv)
+    opts, pos, bad = Getopt("vuserinfo", OPTSTRINGS["vuserinfo"], on_unknown="usage").parse(argv)
     if bad:
         return _usage_exit(U.VUSERINFO)
     _version(opts)
@@ -162,7 +183,7 @@ def vuserinfo_main(argv: list[str]) -> int:
 
 
 def vpasswd_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vpasswd", "vr::").parse(argv)
+    opts, pos, _ = Getopt("vpasswd", OPTSTRINGS["vpasswd"]).parse(argv)
     _version(opts)
     if not pos:
         return _usage_exit(U.VPASSWD)
@@ -174,7 +195,7 @@ def vpasswd_main(argv: list[str]) -> int:
 
 
 def vsetuserquota_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vsetuserquota", "v").parse(argv)
+    opts, pos, _ = Getopt("vsetuserquota", OPTSTRINGS["vsetuserquota"]).parse(argv)
     _version(opts)
     if len(pos) < 2:
         return _usage_exit(U.VSETUSERQUOTA)
@@ -183,7 +204,7 @@ def vsetuserquota_main(argv: list[str]) -> int:
 
 
 def vadddomain_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vadddomain", "q:be:u:vi:g:d:Or::").parse(argv)
+    opts, pos, _ = Getopt("vadddomain", OPTSTRINGS["vadddomain"]).parse(argv)
     _version(opts)
     if not pos:
         return _usage_exit(U.VADDDOMAIN)
@@ -198,7 +219,7 @@ def vadddomain_main(argv: list[str]) -> int:
 
 
 def vdeldomain_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vdeldomain", "vf").parse(argv)
+    opts, pos, _ = Getopt("vdeldomain", OPTSTRINGS["vdeldomain"]).parse(argv)
     _version(opts)
     if not pos:
         return _usage_exit(U.VDELDOMAIN)
@@ -207,7 +228,7 @@ def vdeldomain_main(argv: list[str]) -> int:
 
 
 def vdominfo_main(argv: list[str]) -> int:
-    opts, pos, bad = Getopt("vdominfo", "vanugdtr", on_unknown="usage").parse(argv)
+    opts, pos, bad = Getopt("vdominfo", OPTSTRINGS["vdominfo"], on_unknown="usage").parse(argv)
     if bad:
         return _usage_exit(U.VDOMINFO)
     _version(opts)
@@ -218,7 +239,7 @@ def vdominfo_main(argv: list[str]) -> int:
 
 
 def valias_main(argv: list[str]) -> int:
-    opts, pos, bad = Getopt("valias", "vnsdi:", on_unknown="usage").parse(argv)
+    opts, pos, bad = Getopt("valias", OPTSTRINGS["valias"], on_unknown="usage").parse(argv)
     if bad:
         return _usage_exit(U.VALIAS, 254)
     _version(opts)
@@ -242,7 +263,7 @@ def valias_main(argv: list[str]) -> int:
 
 
 def vaddaliasdomain_main(argv: list[str]) -> int:
-    opts, pos, _ = Getopt("vaddaliasdomain", "v").parse(argv)
+    opts, pos, _ = Getopt("vaddaliasdomain", OPTSTRINGS["vaddaliasdomain"]).parse(argv)
     _version(opts)
     if len(pos) < 2:
         return _usage_exit(U.VADDALIASDOMAIN)

@@ -30,6 +30,8 @@ def _vmoduser() -> str:
         "         -c comment (set the comment/gecos field )",
         "         -e encrypted_passwd (set the password field )",
         "         -C clear_text_passwd (set the password field )",
+        "         -D dir (set the home directory field )",
+        "         -h (print this help )",
         "the following options are bit flags in the gid int field",
         "         -x ( clear all flags )",
     ]
