@@ -235,7 +235,7 @@ def add_domain(store, domain: str, password: str | None, opts: DomainOptions, ra
     return [f"Random password: {password}"] if random_len is not None else []
 
 
-def del_domain(store, domain: str, force: bool, missing_ok: bool = False) -> list[str]:
+def del_domain(store, domain: str, force: bool, missing_ok: bool = False, progress=None) -> list[str]:
     """vdeldomain; a real domain with aliases needs force.  Returns the warning lines."""
     domain = domain.lower()
     try:
@@ -252,7 +252,10 @@ def del_domain(store, domain: str, force: bool, missing_ok: bool = False) -> lis
                           1, prefix="Warning: ")
         if aliases:
             lines = ["Warning: Alias domains deleted:"] + [f"   {a}" for a in aliases]
-    store.del_domain(domain, force=True)
+    if progress is not None:
+        store.del_domain(domain, force=True, progress=progress)
+    else:
+        store.del_domain(domain, force=True)
     return lines
 
 

@@ -285,8 +285,16 @@ def vuserinfo(
         from .output import user_json
 
         if domain:
+            from .progress import Progress
+
             users, real = A.domain_users(store, domain)
-            rows = [user_json(store, u, real) for u in users]
+            bar = Progress(f"reading {real}", len(users),
+                           enabled=sys.stderr.isatty() and not sys.stdout.isatty() and not _global.get("quiet"))
+            rows = []
+            for i, u in enumerate(users, 1):
+                rows.append(user_json(store, u, real))
+                bar(i)
+            bar.done()
         else:
             u, real = A.lookup_user(store, address)
             rows = [user_json(store, u, real)]
@@ -372,7 +380,15 @@ def vdeldomain(
     dry_run: DryRunOpt = False,
 ):
     """Delete a domain, its users and mail (vdeldomain)."""
-    _done(lambda: _lines(A.del_domain(_store(), domain, force, missing_ok=missing_ok)), dry_run)
+    def body():
+        from .progress import Progress
+
+        bar = Progress(f"removing {domain}", enabled=sys.stderr.isatty() and not _global.get("quiet"))
+        out = A.del_domain(_store(), domain, force, missing_ok=missing_ok, progress=bar)
+        bar.done()
+        _lines(out)
+
+    _done(body, dry_run)
 
 
 @app.command("vdominfo")

@@ -106,18 +106,11 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
         for (new, _), h in zip(clear, hash_all([s for _, s in clear], store.s.hash, jobs), strict=True):
             new.hashed = h
     total = 0
+    from .progress import Progress
+
     for domain, items in by_domain.items():
-        cb = None
-        if progress:
-            n_items = len(items)
-
-            def cb(i, n_items=n_items, domain=domain):
-                if i % 500 == 0 or i == n_items:
-                    sys.stderr.write(f"\r{domain}: {i}/{n_items}")
-                    sys.stderr.flush()
-
-        created = store.add_users(domain, [n for _, n in items], prepared=True, exist_ok=exist_ok, progress=cb)
-        if progress:
-            sys.stderr.write("\n")
+        bar = Progress(f"adding to {domain}", len(items), enabled=progress)
+        created = store.add_users(domain, [n for _, n in items], prepared=True, exist_ok=exist_ok, progress=bar)
+        bar.done()
         total += len(created)
     return total

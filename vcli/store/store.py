@@ -265,8 +265,10 @@ class Store(BackendCommon):
         self.qmail.hup_qmail_send()
         return entry
 
-    def del_domain(self, domain: str, force: bool = True) -> list[str]:
-        """vdeldomain; a real domain takes its aliases with it.  Returns the aliases removed."""
+    def del_domain(self, domain: str, force: bool = True, progress: Callable[[int], None] | None = None) -> list[str]:
+        """vdeldomain; a real domain takes its aliases with it.  Returns the aliases removed.
+
+        `progress` is called with the number of mailboxes removed so far."""
         entry = self.domain(domain)
         if entry.is_alias:
             self._drop_domain_lines(entry)
@@ -282,7 +284,7 @@ class Store(BackendCommon):
             except FileNotFoundError:
                 pass
         domains = _domains_root(ddir)
-        self._remove_tree(ddir, domains)
+        self._remove_tree(ddir, domains, progress)
         dc_path = os.path.join(domains, ".dir-control")
         if os.path.exists(dc_path):
             with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
@@ -768,7 +770,7 @@ class Store(BackendCommon):
             return u.lower() if d.lower() in (entry.real, entry.name) else None
         return None
 
-    def _remove_tree(self, path: str, must_be_under: str) -> None:
+    def _remove_tree(self, path: str, must_be_under: str, progress: Callable[[int], None] | None = None) -> None:
         """Delete a user or domain directory, never following a symlink out of the store."""
         base = os.path.realpath(must_be_under)
         try:
@@ -783,6 +785,13 @@ class Store(BackendCommon):
             self.warn(f"Warning: not removing {path}: outside {must_be_under}")
             return
         try:
+            if progress and journal() is None:  # a big domain: mailbox by mailbox, counting
+                done = 0
+                for entry in list(os.scandir(path)):
+                    if entry.is_dir(follow_symlinks=False):
+                        remove_tree(entry.path)
+                        done += 1
+                        progress(done)
             remove_tree(path)  # rmtree does not follow symlinks inside the tree
         except OSError as exc:
             raise StoreIOError(f"could not remove {path}: {exc.strerror}") from None
