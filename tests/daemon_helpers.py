@@ -70,8 +70,9 @@ class Daemon:
 class Client:
     """A raw protocol client that reads whole replies (one command at a time)."""
 
-    def __init__(self, port: int, timeout: float = 10.0):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10.0, source: str | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
         assert self.line() == b"+OK \r\n"
 

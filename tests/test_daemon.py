@@ -27,7 +27,7 @@ def env(tmp_path):
 
 @pytest.fixture()
 def daemon(env):
-    with Daemon(env, "--idle-timeout", "3") as d:
+    with Daemon(env, "--idle-timeout", "3", "--login-delay", "0.01") as d:
         yield d
 
 
@@ -35,6 +35,27 @@ def daemon(env):
 def test_transcript(daemon, name):
     problems = transcripts.replay("127.0.0.1", daemon.port, os.path.join(HERE, "transcripts", name))
     assert problems == []
+
+
+def test_transcripts_undo_their_changes(daemon, env):
+    """The suite can be rerun against a real daemon: it leaves every file as it found it
+    (password hashes aside: one transcript sets alice's password again)."""
+    from storeenv import snapshot
+
+    def state():
+        snap = snapshot(env["VPOPMAIL_DIR"])
+        for key, (_mode, data) in list(snap.items()):
+            if data is not None and key.endswith("vpasswd"):
+                snap[key] = (None, b"\n".join(b":".join(x.split(b":")[:1] + x.split(b":")[2:])
+                                             for x in data.splitlines()))
+            elif key.endswith(("vpasswd.cdb", ".dir-control")):
+                snap[key] = (None, None)  # counters and indexes: rewritten, modes as vpopmail leaves them
+        return snap
+
+    before = state()
+    for name in TRANSCRIPTS:
+        assert transcripts.replay("127.0.0.1", daemon.port, os.path.join(HERE, "transcripts", name)) == [], name
+    assert state() == before
 
 
 def test_transcript_runner_command_line(daemon):
@@ -71,24 +92,35 @@ def test_over_long_line_is_split_like_the_real_daemon_and_service_goes_on(daemon
 
 
 def test_binary_junk_and_nul_bytes(daemon):
+    """The C daemon's string functions stop at a NUL: what follows one is not seen."""
     c = Client(daemon.port)
-    c.send(b"\x00\xff\xfe junk \x00\r\n")
+    c.send(b"\x00\xff\xfe junk \x00\r\n")  # a blank line: no reply, but one of the 4 pre-login lines
+    c.send(b"\xff\xfe\x80 junk\r\n")
     assert c.line() == b"-ERR 4.104 Invalid Command\r\n"
+    assert c.cmd("q") == b"+OK \r\n"
     c2 = _login(daemon.port)
     c2.send(b"user_info \x00alice@example.test\r\n")
-    assert c2.line().startswith(b"-ERR ")
-    assert c2.cmd("user_count example.test") == b"+OK+\r\ncount 3\r\n.\r\n"
+    assert c2.line() == b"-ERR 6.602 Email Address Required\r\n"
+    c2.send(bytes(range(1, 256)).replace(b"\n", b"") + b"\r\n")
+    assert c2.line() == b"-ERR 4.107 Invalid Command\r\n"
+    c2.send(b"user_count\xc2\xa0example.test\r\n")  # a no-break space is no separator
+    assert c2.line() == b"-ERR 4.107 Invalid Command\r\n"
+    assert c2.cmd("user_count\texample.test") == b"+OK+\r\ncount 3\r\n.\r\n"
 
 
-def test_idle_client_times_out_and_others_are_served(daemon):
-    slow = Client(daemon.port)
-    slow.send(b"sl")  # one byte now and then, never a whole line
-    fast = _login(daemon.port)
-    t0 = time.monotonic()
-    assert fast.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
-    assert time.monotonic() - t0 < 1
-    assert slow.line() == b"-ERR 3.103 Read Timeout\r\n"
-    assert wait_closed(slow.sock)
+def test_idle_client_times_out_and_others_are_served(env):
+    with Daemon(env, "--idle-timeout", "0.6") as d:
+        slow = Client(d.port)
+        slow.send(b"sl")  # part of a line, then nothing: the timeout counts from the line's start
+        fast = _login(d.port)
+        t0 = time.monotonic()
+        assert fast.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+        assert time.monotonic() - t0 < 0.5
+        assert slow.line() == b"-ERR 3.103 Read Timeout\r\n"
+        assert wait_closed(slow.sock)
+        time.sleep(0.7)
+        assert fast.line() == b"-ERR 3.106 Read Timeout\r\n"  # after login: 3.106
+        assert wait_closed(fast.sock)
 
 
 def test_disconnect_in_the_middle_of_mod_user_changes_nothing(daemon, env):
@@ -194,18 +226,41 @@ def test_domain_admin_file_scope(daemon, env):
     assert c.cmd(f"list_dir {env['VPOPMAIL_DIR']}/domains/other.test") == b"-ERR 26.1511 Unauthorized Directory.\r\n"
 
 
+def _timed_failure(port: int, source: str = "127.0.0.1") -> float:
+    c = Client(port, source=source)
+    t0 = time.monotonic()
+    assert c.cmd("login alice@example.test wrong") == b"-ERR 8.207 Invalid Login\r\n"
+    took = time.monotonic() - t0
+    c.close()
+    return took
+
+
 def test_failed_logins_slow_down_that_address_only(env):
-    with Daemon(env, "--workers", "1") as d:
-        times = []
-        for _ in range(3):
-            c = Client(d.port)
-            for _ in range(3):
-                t0 = time.monotonic()
-                assert c.cmd("login alice@example.test wrong") == b"-ERR 8.207 Invalid Login\r\n"
-                times.append(time.monotonic() - t0)
-            c.close()
-        assert times[-1] >= 0.4  # the ninth failure waits 0.1 * 2**8 capped... at least 0.4 s
-        assert times[-1] > times[0]
+    """0.05 s doubling to 0.4 s per address, shared by the worker processes; another address
+    and successful logins are not slowed down."""
+    with Daemon(env, "--workers", "2", "--login-delay", "0.05", "--login-delay-max", "0.4") as d:
+        times = [_timed_failure(d.port) for _ in range(6)]
+        assert times[0] < 0.3
+        assert 0.35 <= times[-1] < 1.5, times  # capped at 0.4 s, whichever worker answered
+        assert times[2] >= 0.18, times  # 0.05, 0.1, 0.2: grows with every failure
+        assert _timed_failure(d.port, "127.0.0.2") < 0.3  # its first failure: 0.05 s
+        t0 = time.monotonic()
+        assert _login(d.port).cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+        assert time.monotonic() - t0 < 0.3
+
+
+def test_failed_login_delay_decays(env):
+    from vcli.daemon.serve import Throttle
+
+    t = Throttle(base=0.1, cap=5, decay=0.2)
+    for _ in range(5):
+        t.record("192.0.2.1")
+    assert t.delay("192.0.2.1") == pytest.approx(1.6, rel=0.2)
+    assert t.delay("192.0.2.2") == 0
+    time.sleep(0.45)  # two decay steps: three failures' worth left
+    assert t.delay("192.0.2.1") == pytest.approx(0.4, rel=0.5)
+    time.sleep(0.7)
+    assert t.delay("192.0.2.1") == 0
 
 
 def test_audit_lines_never_hold_passwords(env, tmp_path):
@@ -251,8 +306,11 @@ def test_stdio_through_a_pipe_pair(env):
 
 
 def test_stdio_eof_ends_the_session(env):
+    """EOF is answered as the real daemon answers it: like a read timeout."""
     out = _stdio_session([sys.executable, "-m", "vcli.daemon", "--stdio"], env, b"slogin sysadmin@admin.test SysPass1\n")
-    assert out == b"+OK \r\n+OK \r\n"
+    assert out == b"+OK \r\n+OK \r\n-ERR 3.106 Read Timeout\r\n"
+    out = _stdio_session([sys.executable, "-m", "vcli.daemon", "--stdio"], env, b"help")
+    assert out.startswith(b"+OK \r\n+OK+\r\n\r\nLogin\r\n") and out.endswith(b".\r\n-ERR 3.103 Read Timeout\r\n")
 
 
 def test_under_tcpserver(env):
@@ -358,3 +416,200 @@ def test_daemon_and_cli_add_to_one_domain_at_once_without_a_lost_update(daemon, 
         f"c{i:02d}" for i in range(15)}
     r = run_cli(env, "vcli", "check", "example.test")
     assert (r.returncode, r.stdout) == (0, "")
+
+
+def test_a_client_sending_one_byte_at_a_time(daemon):
+    c = Client(daemon.port)
+    c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for byte in b"slogin sysadmin@admin.test SysPass1\r\nuser_count example.test\n":
+        c.sock.send(bytes([byte]))
+        time.sleep(0.001)
+    assert c.line() == b"+OK \r\n"
+    assert [c.line() for _ in range(3)] == [b"+OK+\r\n", b"count 3\r\n", b".\r\n"]
+    other = _login(daemon.port)  # served meanwhile as usual
+    assert other.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_over_long_login_line_is_judged_on_its_first_1023_bytes(daemon):
+    """As observed on the real daemon: the password is cut, the rest is a line of its own."""
+    c = Client(daemon.port)
+    line = b"login alice@example.test " + b"p" * 1100 + b"\r\n"
+    c.send(line)
+    assert c.line() == b"-ERR 8.207 Invalid Login\r\n"
+    assert c.line() == b"-ERR 4.104 Invalid Command\r\n"
+    assert c.cmd("slogin alice@example.test pw with spaces") == b"+OK \r\n"
+
+
+def test_max_line_is_configurable_and_never_buffers_a_whole_line(env):
+    with Daemon(env, "--max-line", "64") as d:
+        c = _login(d.port)
+        c.send(b"y" * 1_000_000 + b"\r\n")  # 15,625 pieces of 64 bytes: one reply each
+        got = 0
+        while got < 15_625:
+            assert c.line() == b"-ERR 4.107 Invalid Command\r\n"
+            got += 1
+        assert c.cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_pipelined_mod_user_and_set_limits_data(daemon):
+    c = _login(daemon.port)
+    c.send(b"mod_user alice@example.test\r\nuser_flag_2 1\r\n.\r\nset_limits other.test\r\nmax_aliases 7\r\n.\r\n"
+           b"get_limits other.test\r\n")
+    assert [c.line() for _ in range(4)] == [b"+OK \r\n"] * 4
+    reply = c.line()
+    assert reply == b"+OK+\r\n"
+    assert [c.line() for _ in range(2)] == [b"max_popaccounts -1\r\n", b"max_aliases 7\r\n"]
+
+
+def test_mod_user_of_a_user_deleted_meanwhile(daemon):
+    a, b = _login(daemon.port), _login(daemon.port)
+    a.send("mod_user alice@example.test")
+    assert a.line() == b"+OK \r\n"
+    assert b.cmd("del_user alice@example.test") == b"+OK \r\n"
+    a.send("comment Gone")
+    a.send(".")
+    assert a.line() == b"-ERR 0.507 User does not exist\r\n"
+    assert a.cmd("user_count example.test") == b"+OK+\r\ncount 2\r\n.\r\n"
+
+
+def test_mod_user_rights_of_a_plain_user_are_kept(daemon, env):
+    """Fields a plain user may not set are ignored, the others applied (checked in vpasswd)."""
+    c = _login(daemon.port, "alice@example.test pw with spaces")
+    c.send("mod_user alice@example.test")
+    assert c.line() == b"+OK \r\n"
+    for opt in ("user_flag_2 1", "delete_spam 1", "no_pop 1", "domain_admin_privileges 1",
+                "system_admin_privileges 1", "quota 1M", "clear_all_flags 1", "comment Alice Z"):
+        c.send(opt)
+    c.send(".")
+    assert c.line() == b"+OK \r\n"
+    line = next(x for x in open(env_path(env, "domains", "example.test", "vpasswd")).read().splitlines()
+                if x.startswith("alice:"))
+    fields = line.split(":")
+    assert (fields[3], fields[4], fields[6]) == (str(0x200 | 0x8000), "Alice Z", "NOQUOTA")
+
+
+def test_file_commands_contain_by_real_path(daemon, env):
+    """Stricter than the C daemon's string-prefix check: neighbours sharing a prefix, symlinks
+    leading out (even through another account), and the top directory itself."""
+    vp = env["VPOPMAIL_DIR"]
+    home = env_path(env, "domains", "example.test", "alice")
+    os.makedirs(env_path(env, "domains", "example.test", "alice2"))
+    os.symlink(env_path(env, "domains", "other.test"), env_path(env, "domains", "example.test", "to-other"))
+    os.symlink(env_path(env, "domains", "example.test", "dadmin"), os.path.join(home, "to-dadmin"))
+    os.symlink("/etc", env_path(env, "domains", "to-etc"))
+    with open(os.path.join(home, "inside.txt"), "w") as f:
+        f.write("x\n")
+    os.symlink("inside.txt", os.path.join(home, "link-in"))
+
+    alice = _login(daemon.port, "alice@example.test pw with spaces")
+    refused = b"-ERR 26.1512 Unauthorized Directory.\r\n"
+    assert alice.cmd("list_dir example.test/alice2") == refused
+    assert alice.cmd(f"list_dir {vp}/domains/example.test/alice2/") == refused
+    assert alice.cmd("list_dir alice@example.test/to-dadmin") == refused
+    assert alice.cmd("read_file alice@example.test/to-dadmin/lastauth") == refused
+    assert alice.cmd("rename_file alice@example.test/inside.txt example.test/alice2/x") == refused
+    assert alice.cmd("rm_dir alice@example.test/") == refused  # not the whole account
+    assert alice.cmd(f"rm_dir {home}") == refused
+    assert alice.cmd("rename_file alice@example.test/ alice@example.test/x") == refused
+    assert b"inside.txt file\r\n" in alice.cmd("list_dir alice@example.test/")
+    assert b"Maildir dir\r\n" in alice.cmd(f"list_dir {home}")
+    assert b"link-in link\r\n" in alice.cmd(f"list_dir {home}/")
+    # a symlink that stays inside: never followed for reading or writing, but removable
+    assert alice.cmd("read_file alice@example.test/link-in") == b"-ERR 0.2102 Too many levels of symbolic links\r\n"
+    alice.send("write_file alice@example.test/link-in")
+    assert alice.line() == b"-ERR 0.2002 Too many levels of symbolic links\r\n"
+    assert alice.cmd("rm_file alice@example.test/link-in") == b"+OK \r\n"
+    assert open(os.path.join(home, "inside.txt")).read() == "x\n"
+    assert alice.cmd("rm_file alice@example.test/Maildir") == b"-ERR 0.1902 Is a directory\r\n"
+
+    dadmin = _login(daemon.port, "dadmin@example.test Dadmin-pw1")
+    refused = b"-ERR 26.1511 Unauthorized Directory.\r\n"
+    assert dadmin.cmd("list_dir example.test/to-other") == refused
+    assert dadmin.cmd("list_dir example.test/to-other/dan") == refused
+    assert dadmin.cmd(f"list_dir {vp}/domains/example.test.evil/") == refused
+    assert dadmin.cmd("rm_dir example.test/") == refused
+    assert b"alice2 dir\r\n" in dadmin.cmd("list_dir example.test/")
+
+    sa = _login(daemon.port)
+    refused = b"-ERR 26.1510 Unauthorized Directory.\r\n"
+    assert sa.cmd("list_dir other.test/../../etc") == b"-ERR 20.1501 Invalid Directory.  .. not allowed in path\r\n"
+    assert sa.cmd(f"list_dir {vp}/domains/to-etc") == refused
+    assert sa.cmd(f"read_file {vp}/domains/to-etc/hostname") == refused
+    assert sa.cmd(f"list_dir {vp}/etc") == refused
+    assert sa.cmd(f"rm_dir {vp}/domains") == refused
+    assert sa.cmd(f"rm_dir {vp}/domains/") == refused
+    assert b"example.test dir\r\n" in sa.cmd(f"list_dir {vp}/domains/")
+    assert os.path.isdir(home) and os.path.exists("/etc/hostname")
+
+
+def test_a_write_file_cut_off_by_the_client(daemon, env):
+    c = _login(daemon.port)
+    c.send("write_file example.test/partial.txt")
+    c.send("one line")
+    c.close()
+    time.sleep(0.3)
+    assert open(env_path(env, "domains", "example.test", "partial.txt"), "rb").read() == b"one line\r\n"
+    assert _login(daemon.port).cmd("domain_count") == b"+OK+\r\ncount 3\r\n.\r\n"
+
+
+def test_sigterm_closes_idle_sessions_at_once(env):
+    d = Daemon(env, "--workers", "2")
+    idle = [_login(d.port) for _ in range(5)]
+    pre = Client(d.port)
+    t0 = time.monotonic()
+    err = d.stop()
+    assert time.monotonic() - t0 < 3
+    assert d.proc.returncode == 0 and "stopped" in err
+    for c in idle + [pre]:
+        assert wait_closed(c.sock, 2)
+
+
+def test_stdio_stops_on_sigterm_while_waiting(env):
+    p = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--stdio"], env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    assert p.stdout.readline() == b"+OK \r\n"
+    p.stdin.write(b"slogin sysadmin@admin.test SysPass1\r\n")
+    p.stdin.flush()
+    assert p.stdout.readline() == b"+OK \r\n"
+    t0 = time.monotonic()
+    p.terminate()
+    assert p.wait(timeout=5) == 0
+    assert time.monotonic() - t0 < 2
+    p.stdin.close()
+    p.stdout.close()
+
+
+def test_stdio_on_one_socket_for_both_directions(env):
+    """As inetd and systemd Accept=yes start it: fd 0 and fd 1 are the same socket."""
+    a, b = socket.socketpair()
+    p = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--stdio", "--idle-timeout", "5"], env=env,
+                         stdin=b.fileno(), stdout=b.fileno())
+    b.close()
+    a.settimeout(10)
+    f = a.makefile("rb")
+    assert f.readline() == b"+OK \r\n"
+    a.sendall(b"slogin sysadmin@admin.test SysPass1\r\ndomain_count\r\nquit\r\n")  # pipelined
+    assert f.read() == b"+OK \r\n+OK+\r\ncount 3\r\n.\r\n+OK \r\n"
+    assert p.wait(timeout=5) == 0
+    a.close()
+
+
+def test_listen_on_ipv6_loopback(env):
+    if not socket.has_ipv6:
+        pytest.fail("no IPv6 on this machine")
+    with socket.socket(socket.AF_INET6) as s:
+        try:
+            s.bind(("::1", 0))
+        except OSError:
+            pytest.fail("IPv6 loopback ::1 unavailable")
+        port = s.getsockname()[1]
+    p = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--listen", f"[::1]:{port}", "--workers", "1"],
+                         env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert b"listening on ::1:" in p.stderr.readline()
+        c = socket.create_connection(("::1", port), timeout=5)
+        assert c.recv(100) == b"+OK \r\n"
+        c.close()
+    finally:
+        p.terminate()
+        p.wait(timeout=10)

@@ -57,10 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refuse connections beyond N at once (default 1000)")
     p.add_argument("--max-line", type=int, default=1023, metavar="BYTES",
                    help="longest input line; longer ones are split as the real daemon does (default 1023)")
+    p.add_argument("--login-delay", type=float, default=0.1, metavar="SECONDS",
+                   help="delay after a client address's first failed login; doubles with each further one "
+                        "(default 0.1; 0 turns the throttle off)")
+    p.add_argument("--login-delay-max", type=float, default=5.0, metavar="SECONDS",
+                   help="the longest failed-login delay (default 5)")
     p.add_argument("--audit-log", metavar="FILE", help="append one line per change here (default: stderr)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
-                   help="processes accepting connections (default: one per core; limits and the failed-login "
-                        "throttle apply per process)")
+                   help="processes accepting connections (default: one per core; --max-connections is shared "
+                        "out among them, the failed-login throttle is common to all)")
     return p
 
 
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import load_settings
     from ..errors import VcliError
     from ..store.store import Store
-    from .serve import Server
+    from .serve import Server, Throttle
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -112,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     def store_factory():
         return Store(settings, warn=log)
 
+    if args.max_line < 2 or args.idle_timeout <= 0 or args.max_connections < 1:
+        log("vpopmaild: --max-line must be at least 2, --idle-timeout and --max-connections positive")
+        return 64
     server = Server(store_factory, idle_timeout=args.idle_timeout, max_connections=args.max_connections,
-                    max_line=args.max_line, audit=audit, log=log)
+                    max_line=args.max_line, audit=audit, log=log,
+                    throttle=Throttle(base=args.login_delay, cap=args.login_delay_max))
     if args.stdio:
         return server.serve_stdio()
     endpoints = args.listen or [parse_listen(DEFAULT_LISTEN)]

@@ -8,40 +8,60 @@ time out idle clients, and slow down repeated failed logins per client address.
 
 from __future__ import annotations
 
-import asyncio
+import hashlib
+import mmap
 import os
 import select
 import signal
+import struct
 import sys
 import time
 from collections.abc import Callable
 
 from .wire import Session
 
+# asyncio is imported by the listener's methods only: a --stdio process (one per connection
+# under tcpserver) starts without it.
+
 
 class Throttle:
-    """A delay before answering a failed login that doubles with each failure from the same
-    address (0.1 s, 0.2 s, … capped) and is forgotten after a quiet minute."""
+    """A delay before answering a failed login, per client address: `base` after the first
+    failure, doubling with each further one up to `cap`; the count decays by one for every
+    `decay` seconds without a failure from that address.
 
-    def __init__(self, base: float = 0.1, cap: float = 5.0, forget: float = 60.0):
-        self.base, self.cap, self.forget = base, cap, forget
-        self.failures: dict[str, tuple[int, float]] = {}
+    The table lives in anonymous shared memory of fixed size, so the worker processes forked
+    after it is made share it and an address-spraying client cannot make it grow.  A slot
+    holds one address (by a 64-bit digest); a colliding address takes the slot over, so one
+    client's failures never slow down another.
+    """
+
+    SLOT = struct.Struct("<Qdd")  # address digest, failure level, time of the last failure
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0, decay: float = 10.0, slots: int = 4096):
+        self.base, self.cap, self.decay, self.slots = base, cap, decay, slots
+        self.table = mmap.mmap(-1, self.SLOT.size * slots)
+
+    def _slot(self, addr: str) -> tuple[int, int]:
+        key = int.from_bytes(hashlib.blake2b(addr.encode(), digest_size=8).digest(), "little") or 1
+        return key, (key % self.slots) * self.SLOT.size
+
+    def _level(self, addr: str, now: float) -> tuple[int, int, float]:
+        key, off = self._slot(addr)
+        k, level, last = self.SLOT.unpack_from(self.table, off)
+        if k != key:
+            return key, off, 0.0
+        return key, off, max(0.0, level - (now - last) / self.decay) if self.decay > 0 else level
 
     def record(self, addr: str) -> None:
-        n, last = self.failures.get(addr, (0, 0.0))
         now = time.monotonic()
-        if now - last > self.forget:
-            n = 0
-        self.failures[addr] = (n + 1, now)
-        if len(self.failures) > 100_000:  # bounded memory under an address-spraying attack
-            cutoff = now - self.forget
-            self.failures = {a: v for a, v in self.failures.items() if v[1] >= cutoff}
+        key, off, level = self._level(addr, now)
+        self.SLOT.pack_into(self.table, off, key, level + 1, now)
 
     def delay(self, addr: str) -> float:
-        n, last = self.failures.get(addr, (0, 0.0))
-        if not n or time.monotonic() - last > self.forget:
+        level = self._level(addr, time.monotonic())[2]
+        if level < 1 or self.base <= 0:
             return 0.0
-        return min(self.cap, self.base * (2 ** (n - 1)))
+        return min(self.cap, self.base * 2 ** min(level - 1, 64))
 
 
 def split_long(line: bytes, max_line: int) -> list[bytes]:
@@ -49,6 +69,20 @@ def split_long(line: bytes, max_line: int) -> list[bytes]:
     if len(line) <= max_line:
         return [line]
     return [line[i : i + max_line] for i in range(0, len(line), max_line)]
+
+
+class _Conn:
+    """One asyncio connection, as the shutdown code sees it."""
+
+    __slots__ = ("task", "waiting")
+
+    def __init__(self, task):
+        self.task = task
+        self.waiting = False  # True while waiting for the client (safe to cancel)
+
+
+class _Stop(Exception):
+    pass
 
 
 class Server:
@@ -63,44 +97,51 @@ class Server:
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.throttle = throttle or Throttle()
         self.active = 0
-        self.busy = 0  # sessions in the middle of a command
         self.stopping = False
         self.store = None
+        self.conns: set[_Conn] = set()
 
     def _store(self):
         if self.store is None:
             self.store = self.store_factory()
         return self.store
 
+    def _session(self, addr: str) -> Session:
+        return Session(self._store(), peer=addr, audit=self.audit, log=self.log,
+                       login_failed=lambda: self.throttle.record(addr))
+
     # --- asyncio listener ----------------------------------------------------------
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:  # noqa: F821
+        import asyncio
+
         peer = writer.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) else "-"
         if self.active >= self.max_connections or self.stopping:
             writer.close()
             return
         self.active += 1
-        session = Session(self._store(), peer=addr, audit=self.audit,
-                          login_failed=lambda: self.throttle.record(addr))
+        conn = _Conn(asyncio.current_task())
+        self.conns.add(conn)
+        session = self._session(addr)
         try:
             writer.write(session.greeting())
             await writer.drain()
             while not session.closed and not self.stopping:
+                conn.waiting = True
                 try:
                     raw = await asyncio.wait_for(self._readline(reader), self.idle_timeout)
                 except TimeoutError:
+                    raw = b""
+                finally:
+                    conn.waiting = False
+                if not raw:  # idle too long, or EOF: the real daemon says the same for both
                     writer.write(session.timeout_reply())
-                    break
-                if raw is None:  # EOF
+                    await writer.drain()
                     break
                 for piece in split_long(raw, self.max_line):
                     failures = session.failed_logins
-                    self.busy += 1
-                    try:
-                        reply = session.feed(piece)
-                    finally:
-                        self.busy -= 1
+                    reply = session.feed(piece)
                     if session.failed_logins > failures:
                         await asyncio.sleep(self.throttle.delay(addr))
                     if reply:
@@ -108,30 +149,45 @@ class Server:
                         await writer.drain()
                     if session.closed:
                         break
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
+        except Exception as exc:  # noqa: BLE001 - one connection's bug must not reach the others
+            self.log(f"vpopmaild: {addr}: internal error: {exc!r}")
         finally:
+            session.close()
+            self.conns.discard(conn)
             self.active -= 1
             try:
                 writer.close()
-            except (ConnectionError, OSError):
+                await asyncio.wait_for(writer.wait_closed(), 5)
+            except (ConnectionError, OSError, TimeoutError, asyncio.CancelledError):
                 pass
 
-    async def _readline(self, reader: asyncio.StreamReader) -> bytes | None:
-        """One line; an over-long one is returned in max_line pieces, never buffered whole."""
+    async def _readline(self, reader: asyncio.StreamReader) -> bytes:  # noqa: F821
+        """One line; an over-long one is returned in max_line pieces, never buffered whole.
+        b'' at EOF."""
+        import asyncio
+
         try:
             return await reader.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
-            return exc.partial or None
+            return exc.partial
         except asyncio.LimitOverrunError as exc:
-            return await reader.readexactly(min(exc.consumed, self.max_line))
+            try:
+                return await reader.readexactly(min(max(exc.consumed, 1), self.max_line))
+            except asyncio.IncompleteReadError as inner:
+                return inner.partial
 
     async def serve(self, socks: list, ssl_ctx=None) -> None:
-        """Accept on already-bound listening sockets until SIGTERM/SIGINT."""
+        """Accept on already-bound listening sockets until SIGTERM/SIGINT, then stop accepting,
+        let the commands in flight finish and send their replies, and close every connection."""
+        import asyncio
+
         servers = []
+        extra = {"ssl_handshake_timeout": max(1.0, min(self.idle_timeout, 60.0))} if ssl_ctx else {}
         for sock in socks:
             servers.append(await asyncio.start_server(self.handle, sock=sock, ssl=ssl_ctx,
-                                                      limit=self.max_line + 2))
+                                                      limit=self.max_line + 2, **extra))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,21 +196,28 @@ class Server:
         self.stopping = True
         for s in servers:
             s.close()
-        # feed() runs to its end once started, so no command is ever half-done; give the
-        # replies in flight a moment to reach their clients
-        deadline = time.monotonic() + 5
-        while self.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
+        # A session waiting for its client is cancelled at once; one in the middle of a
+        # command (feed() never yields) or of sending its reply goes on to the end of it.
+        for conn in list(self.conns):
+            if conn.waiting:
+                conn.task.cancel()
+        pending = [c.task for c in self.conns]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     # --- stdio (tcpserver, inetd, systemd Accept=yes) ----------------------------------
 
     def serve_stdio(self, infd: int = 0, outfd: int = 1) -> int:
         addr = os.environ.get("TCPREMOTEIP") or os.environ.get("REMOTE_ADDR") or "-"
-        session = Session(self._store(), peer=addr, audit=self.audit,
-                          login_failed=lambda: self.throttle.record(addr))
-        stop = {"now": False}
-        signal.signal(signal.SIGTERM, lambda *a: stop.__setitem__("now", True))
+        session = self._session(addr)
+        state = {"busy": False, "stop": False}
+
+        def on_term(signum, frame):
+            state["stop"] = True
+            if not state["busy"]:
+                raise _Stop
+
+        signal.signal(signal.SIGTERM, on_term)
         out = os.fdopen(outfd, "wb", buffering=0, closefd=False)
 
         def send(data: bytes) -> None:
@@ -163,36 +226,46 @@ class Server:
                 n = out.write(view)
                 view = view[n:]
 
-        send(session.greeting())
-        buf = b""
-        eof = False
-        while not session.closed and not stop["now"]:
-            nl = buf.find(b"\n")
-            if nl < 0 and len(buf) < self.max_line and not eof:
-                ready, _, _ = select.select([infd], [], [], self.idle_timeout)
-                if not ready:
+        try:
+            send(session.greeting())
+            buf = b""
+            eof = False
+            while not session.closed and not state["stop"]:
+                nl = buf.find(b"\n")
+                if nl < 0 and len(buf) < self.max_line and not eof:
+                    ready, _, _ = select.select([infd], [], [], self.idle_timeout)
+                    if not ready:
+                        send(session.timeout_reply())
+                        break
+                    chunk = os.read(infd, 65536)
+                    if not chunk:
+                        eof = True
+                    buf += chunk
+                    continue
+                if nl >= 0:
+                    raw, buf = buf[: nl + 1], buf[nl + 1 :]
+                elif buf:
+                    raw, buf = buf[: self.max_line], buf[self.max_line :]
+                else:  # EOF and nothing left: the real daemon answers as for a timeout
                     send(session.timeout_reply())
-                    return 0
-                chunk = os.read(infd, 65536)
-                if not chunk:
-                    eof = True
-                buf += chunk
-                continue
-            if nl >= 0:
-                raw, buf = buf[: nl + 1], buf[nl + 1 :]
-            elif buf:
-                raw, buf = buf[: self.max_line], buf[self.max_line :]
-            else:
-                break  # EOF and nothing left
-            for piece in split_long(raw, self.max_line):
-                failures = session.failed_logins
-                reply = session.feed(piece)
-                if session.failed_logins > failures:
-                    time.sleep(self.throttle.delay(addr))
-                if reply:
-                    send(reply)
-                if session.closed:
                     break
+                state["busy"] = True
+                for piece in split_long(raw, self.max_line):
+                    failures = session.failed_logins
+                    reply = session.feed(piece)
+                    if session.failed_logins > failures:
+                        time.sleep(self.throttle.delay(addr))
+                    if reply:
+                        send(reply)
+                    if session.closed:
+                        break
+                state["busy"] = False
+        except _Stop:
+            pass
+        except (BrokenPipeError, ConnectionError):
+            pass
+        finally:
+            session.close()
         return 0
 
 
@@ -217,6 +290,8 @@ def bind(endpoints: list[tuple[str, int]]) -> list:
 def run_workers(server: Server, socks: list, ssl_ctx, workers: int, log) -> int:
     """Serve the sockets with `workers` processes (hashing a password holds the GIL, so one
     process would use one core).  The parent forwards SIGTERM and waits for the commands in flight."""
+    import asyncio
+
     if workers <= 1:
         asyncio.run(server.serve(socks, ssl_ctx))
         return 0

@@ -42,8 +42,8 @@ def multi(lines: list[str]) -> bytes:
 
 
 MSG = {
-    3: "Read Timeout", 4: "Invalid Command", 5: "Too many invalid login attempts", 6: "Email Address Required",
-    7: "Password Required", 8: "Invalid Login", 9: "Not Authorized", 10: "Invalid Email Address",
+    1: "Can't open authentication database", 3: "Read Timeout", 4: "Invalid Command",
+    5: "Too many invalid login attempts", 6: "Email Address Required", 7: "Password Required", 8: "Invalid Login", 9: "Not Authorized", 10: "Invalid Email Address",
     11: "Not Authorized for domain", 12: "User does not exist", 13: "Domain Required", 14: "Alias Name Required",
     15: "Invalid Alias Name Supplied", 16: "Alias Line Required", 17: "Alias Insertion Failed",
     18: "Alias Removal Failed", 19: "Alias Deletion Failed", 20: "Invalid Directory.  .. not allowed in path",
@@ -129,17 +129,34 @@ SET_LIMIT_NAMES = dict(LIMIT_FIELDS) | {"perm_maillist_users": "perm_maillist_us
                                         "perm_maillist_moderators": "perm_maillist_moderators"}
 
 
+def words(line: str) -> list[str]:
+    """A command line's words (space, TAB, CR, LF separate; other bytes are word characters)."""
+    return [w for w in re.split(r"[ \t\r\n]+", line) if w]
+
+
 def _split_option(line: str) -> tuple[str, str | None]:
-    """`name value` option line: first word (separators space, '=', ':'), value = the rest."""
-    m = re.match(r"([^ =:\t]*)[ =:\t](.*)\Z", line, re.S)
+    """`name value` option line of mod_user: first word (separators space, '=', ':'),
+    value = the rest of the line after that single separator."""
+    m = re.match(r"([^ =:]*)[ =:](.*)\Z", line, re.S)
     if not m:
-        return line.strip(), None
+        return line, None
     return m.group(1), m.group(2)
 
 
+def _limit_tokens(line: str) -> tuple[str | None, str | None]:
+    """set_limits option line: the first two words, separated by runs of space, '=' and ':'."""
+    toks = [t for t in re.split(r"[ =:]+", line) if t]
+    return (toks[0] if toks else None), (toks[1] if len(toks) > 1 else None)
+
+
 def _atoi(text: str) -> int:
-    m = re.match(r"\s*([+-]?\d+)", text or "")
-    return int(m.group(1)) if m else 0
+    """C atoi(): leading blanks, a sign, digits; what strtol() returns, cut to a 32-bit int."""
+    m = re.match(r"[ \t\n\v\f\r]*([+-]?\d+)", text or "")
+    if not m:
+        return 0
+    v = max(-(2**63), min(2**63 - 1, int(m.group(1))))
+    v &= 0xFFFFFFFF
+    return v - 2**32 if v >= 2**31 else v
 
 
 class Session:
@@ -147,8 +164,9 @@ class Session:
     returns the reply bytes; `closed` turns True when the server ends the session."""
 
     def __init__(self, store, peer: str = "-", audit: Callable[[str], None] | None = None,
-                 login_failed: Callable[[], None] | None = None):
+                 login_failed: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
         self.store = store
+        self.log = log or (lambda msg: None)
         self.peer = peer
         self.audit_sink = audit or (lambda line: None)
         self.on_login_failure = login_failed or (lambda: None)
@@ -160,12 +178,17 @@ class Session:
         self.lines_before_login = 0
         self.failed_logins = 0
         self.closed = False
-        self.reader: Callable[[str, str], bytes] | None = None  # multi-line input in progress
+        self.reader: Callable[[str, bytes], bytes] | None = None  # multi-line input in progress
         self.drained = 0
+        self._open_file = None  # write_file in progress
 
     # --- plumbing ---------------------------------------------------------------
 
     def greeting(self) -> bytes:
+        """`+OK `, or (no store to open) the C daemon's 1.101 and the end of the session."""
+        if not os.path.isdir(self.store.root):
+            self.closed = True
+            return e(1, 101)
         return ok()
 
     def timeout_reply(self) -> bytes:
@@ -177,6 +200,14 @@ class Session:
         self.audit_sink(f"{stamp} peer={self.peer} login={login} cmd={command} target={target or '-'} "
                         f"result={result}")
 
+    def close(self) -> None:
+        """The connection is gone: drop whatever multi-line input was in progress, unapplied."""
+        self.reader = None
+        if self._open_file is not None:
+            self._open_file.close()
+            self._open_file = None
+        self.closed = True
+
     def feed(self, raw: bytes) -> bytes:
         """One input line (its CR/LF ending, if any, included)."""
         if self.closed:
@@ -184,7 +215,8 @@ class Session:
         text = raw.decode("utf-8", "surrogateescape")
         if self.reader is not None:
             return self.reader(text, raw)
-        line = text.rstrip("\r\n")
+        # the C daemon's string functions stop at a NUL byte: the rest of the line is not seen
+        line = text.split("\0", 1)[0].rstrip("\r\n")
         if self.level == 0:
             return self._prelogin(line)
         return self._command(line)
@@ -204,10 +236,10 @@ class Session:
         return out
 
     def _prelogin_line(self, line: str) -> bytes:
-        words = line.split()
-        if not words:
+        w = words(line)
+        if not w:
             return b""
-        verb = words[0].lower()
+        verb = w[0].lower()
         if verb in ("quit", "exit", "q"):
             self.closed = True
             return ok()
@@ -218,7 +250,7 @@ class Session:
         return e(4, 104)
 
     def _login(self, verb: str, line: str) -> bytes:
-        m = re.match(r"[ \t]*\S+[ \t]+(\S+)(?:[ \t](.*))?\Z", line, re.S)
+        m = re.match(r"[ \t]*[^ \t]+[ \t]+([^ \t]+)(?:[ \t](.*))?\Z", line, re.S)
         if not m:
             return e(6, 203)
         address, password = m.group(1), m.group(2)
@@ -234,10 +266,14 @@ class Session:
             real = store.real_entry(domain)
         except (UserNotFound, DomainNotFound, VpopError):
             return self._login_failed(206)
+        except (VcliError, OSError) as exc:  # a corrupt or unreadable vpasswd.cdb: no login, say why in the log
+            self.log(f"vpopmaild: login of {address}: {exc}")
+            return self._login_failed(206)
         from ..store.passwords import verify_password
 
         if not verify_password(password, vu.passwd):
-            return self._login_failed(207)
+            # the account exists, so its name is no password typed into the wrong field: log it
+            return self._login_failed(207, f"{vu.name}@{domain}")
         self.flags = vu.gid
         if vu.gid & F.SA_ADMIN:
             self.level = 3
@@ -256,19 +292,19 @@ class Session:
         head = [f"vpopmail_dir {store.root}", f"domain_dir {real.dir}", f"uid {real.uid}", f"gid {real.gid}"]
         return multi(head + self._user_block(vu, shown))
 
-    def _login_failed(self, minor: int) -> bytes:
+    def _login_failed(self, minor: int, target: str = "-") -> bytes:
         self.failed_logins += 1
-        self.audit("login", "-", f"failed 8.{minor}")
+        self.audit("login", target, f"failed 8.{minor}")
         self.on_login_failure()
         return e(8, minor)
 
     # --- after login ----------------------------------------------------------------
 
     def _command(self, line: str) -> bytes:
-        words = line.split()
-        if not words:
+        w = words(line)
+        if not w:
             return b""
-        verb = words[0].lower()
+        verb = w[0].lower()
         level = LEVELS.get(verb)
         if level is None or level > self.level:
             return e(4, 107)
@@ -283,11 +319,19 @@ class Session:
             return err(NOT_IMPLEMENTED[verb], MSG[36])
         handler = getattr(self, "c_" + verb)
         try:
-            reply = handler(words[1:], line)
+            reply = handler(w[1:], line)
+        except VcliError as exc:  # e.g. a corrupt file or a busy lock: the session goes on
+            self.reader = None
+            reply = err("0.100", exc.message)
         except OSError as exc:
+            self.reader = None
             reply = err("0.100", os.strerror(exc.errno or 5))
+        except Exception as exc:  # noqa: BLE001 - a bug must cost one reply, not the session
+            self.reader = None
+            self.log(f"vpopmaild: internal error in {verb}: {exc!r}")
+            reply = err("0.100", "internal error")
         if verb in CHANGES and self.reader is None:
-            self.audit(verb, words[1] if len(words) > 1 else "", "ok" if reply.startswith(b"+OK") else
+            self.audit(verb, w[1] if len(w) > 1 else "", "ok" if reply.startswith(b"+OK") else
                        reply.decode("utf-8", "replace").strip())
         return reply
 
@@ -312,7 +356,8 @@ class Session:
 
     @property
     def can_override(self) -> bool:
-        return self.is_sa or bool(self.flags & F.V_OVERRIDE)
+        """SA, or a domain admin whose own flags hold override_domain_limits."""
+        return self.is_sa or (self.is_qa and bool(self.flags & F.V_OVERRIDE))
 
     def _scope_ok(self, domain: str) -> bool:
         """A domain admin (not system admin) may only name its own login domain."""
@@ -419,7 +464,7 @@ class Session:
             return e(9, 801)
         if not args:
             return e(13, 802)
-        m = re.match(r"[ \t]*\S+[ \t]+\S+[ \t](.*)\Z", line, re.S)
+        m = re.match(r"[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t](.*)\Z", line, re.S)
         password = m.group(1) if m else ""
         if not password:
             return e(7, 803)
@@ -507,12 +552,11 @@ class Session:
                     return e(35, 3504)
                 self.audit("set_limits", domain, "ok")
                 return ok()
-            name, value = _split_option(body)
-            value = (value or "").split()[0] if (value or "").split() else ""
-            attr = SET_LIMIT_NAMES.get(name)
+            name, value = _limit_tokens(body)
+            attr = SET_LIMIT_NAMES.get(name or "")
             if attr is None:
                 return b"  Warning: invalid option" + CRLF
-            if not value:
+            if value is None:
                 return b"  Warning: missing value" + CRLF
             current = getattr(lim, attr)
             setattr(lim, attr, bool(_atoi(value)) if isinstance(current, bool) else _atoi(value))
@@ -565,7 +609,7 @@ class Session:
         user, domain = parsed
         if not self._scope_ok(domain):
             return e(11, 304)
-        m = re.match(r"[ \t]*\S+[ \t]+\S+[ \t](.*)\Z", line, re.S)
+        m = re.match(r"[ \t]*[^ \t]+[ \t]+[^ \t]+[ \t](.*)\Z", line, re.S)
         password = m.group(1) if m else ""
         if not password:
             return e(7, 305)
@@ -847,7 +891,7 @@ class Session:
         if not args:
             return e(13, 2802)
         arg = args[0]
-        if not self.is_sa and arg.lower() != self.login_domain:
+        if not self.is_sa and arg != self.login_domain:  # the raw argument, as the C daemon compares it
             return e(11, 2804)
         target = arg.lower()
         if "@" in target:
@@ -870,8 +914,14 @@ class Session:
 
     # --- file system --------------------------------------------------------------------
 
-    def _path(self, raw: str) -> tuple[str | None, bytes | None]:
-        """The absolute path for a file-system command, inside what this login may touch."""
+    def _path(self, raw: str, allow_base: bool = False) -> tuple[str | None, bytes | None]:
+        """The absolute path for a file-system command, inside what this login may touch.
+
+        The argument rules and error codes are the C daemon's; the containment check is
+        stricter: it compares real paths component-wise, so neither `example.test.evil/` next
+        to `example.test/` nor a symlink leads out.  The top directory itself (a user's home,
+        a domain's dir) may be listed or read but not removed or renamed (allow_base=False).
+        """
         if ".." in raw:
             return None, e(20, 1501)
         if "%" in raw:
@@ -893,9 +943,10 @@ class Session:
                 vu = store.find_user(user, domain) if store.find_domain(domain) else None
                 if vu is None:
                     return None, e(25, 1506)
-                if self.is_qa and not self.is_sa and not domain.startswith(self.login_domain):
-                    return None, e(11, 1507)
-                if not self.is_qa and (user, domain) != (self.login_user, self.login_domain):
+                if self.flags & F.QA_ADMIN:  # a domain admin, system admin or not: own domain only
+                    if not domain.startswith(self.login_domain):
+                        return None, e(11, 1507)
+                elif not self.is_sa and (user, domain) != (self.login_user, self.login_domain):
                     return None, e(12, 1508)
                 path = vu.dir.rstrip("/") + "/" + rest
             else:
@@ -909,13 +960,17 @@ class Session:
             base, minor = store.real_entry(self.login_domain).dir, 1511
         else:
             base, minor = store.get_user(self.login_user, self.login_domain).dir, 1512
-        # containment by real path: a symlink may not lead out of what this login may touch
-        real_base = os.path.realpath(base).rstrip("/") + "/"
-        parent = os.path.realpath(os.path.dirname(path.rstrip("/")) or "/")
-        candidate = os.path.join(parent, os.path.basename(path.rstrip("/")))
-        if not (path.startswith(base) and (candidate + "/").startswith(real_base) and candidate + "/" != real_base):
+        if not path.startswith(base):  # the C daemon's check (a string prefix)
             return None, e(26, minor)
-        if os.path.islink(candidate) and not (os.path.realpath(candidate) + "/").startswith(real_base):
+        # ... and ours: by real path, so a symlink may not lead out of what this login may touch
+        real_base = os.path.realpath(base)
+        stripped = path.rstrip("/") or "/"
+        if os.path.realpath(stripped) == real_base:
+            return (real_base, None) if allow_base else (None, e(26, minor))
+        candidate = os.path.join(os.path.realpath(os.path.dirname(stripped)), os.path.basename(stripped))
+        if not _inside(candidate, real_base):
+            return None, e(26, minor)
+        if os.path.islink(candidate) and not _inside(os.path.realpath(candidate), real_base):
             return None, e(26, minor)  # a symlink that leads out: refused like any path outside
         return candidate, None
 
@@ -945,7 +1000,7 @@ class Session:
         import shutil
 
         try:
-            if os.path.islink(path) or not os.path.isdir(path):
+            if not stat.S_ISDIR(os.lstat(path).st_mode):  # a symlink is no directory to empty
                 raise NotADirectoryError(20, "Not a directory")
             shutil.rmtree(path)
         except OSError as exc:
@@ -955,7 +1010,7 @@ class Session:
     def c_list_dir(self, args, line):
         if not args:
             return e(27, 1801)
-        path, reply = self._path(args[0])
+        path, reply = self._path(args[0], allow_base=True)
         if reply:
             return reply
         try:
@@ -982,9 +1037,7 @@ class Session:
         if reply:
             return reply
         try:
-            if os.path.isdir(path) and not os.path.islink(path):
-                raise IsADirectoryError(21, "Is a directory")
-            os.unlink(path)
+            os.unlink(path)  # a directory: EISDIR; a symlink: the link goes, never its target
         except OSError as exc:
             return err("0.1902", os.strerror(exc.errno or 5))
         return ok()
@@ -1016,15 +1069,26 @@ class Session:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666 & ~_umask())
         except OSError as exc:
             return err("0.2002", os.strerror(exc.errno or 5))
-        f = os.fdopen(fd, "wb")
+        f = self._open_file = os.fdopen(fd, "wb")
+        failed: list[int] = []  # errno of a failed write (e.g. disk full), reported when the data ends
 
         def read(text: str, raw: bytes) -> bytes:
             if raw in (b".\r\n", b".\n", b"."):
-                self.reader = None
-                f.close()
+                self.reader = self._open_file = None
+                try:
+                    f.close()
+                except OSError as exc:
+                    failed.append(exc.errno or 5)
+                if failed:
+                    self.audit("write_file", args[0], "failed")
+                    return err("0.2002", os.strerror(failed[0]))
                 self.audit("write_file", args[0], "ok")
                 return ok()
-            f.write(raw)
+            if not failed:
+                try:
+                    f.write(raw)
+                except OSError as exc:
+                    failed.append(exc.errno or 5)
             return b""
 
         self.reader = read
@@ -1043,7 +1107,8 @@ class Session:
         except OSError as exc:
             return err("0.2102", os.strerror(exc.errno or 5))
         out = [b"+OK+" + CRLF]
-        for chunk in data.splitlines(keepends=True):
+        lines = data.split(b"\n")
+        for chunk in [x + b"\n" for x in lines[:-1]] + ([lines[-1]] if lines[-1] else []):
             body = chunk.rstrip(b"\r\n")
             out.append(b"." + chunk if body == b"." else chunk)
         end = b"." + CRLF if (not data or data.endswith(b"\n")) else CRLF + b"." + CRLF
@@ -1052,7 +1117,7 @@ class Session:
     def c_stat_file(self, args, line):
         if not args:
             return e(30, 2201)
-        path, reply = self._path(args[0])
+        path, reply = self._path(args[0], allow_base=True)
         if reply:
             return reply
         try:
@@ -1060,6 +1125,11 @@ class Session:
         except OSError as exc:
             return err("0.2202", os.strerror(exc.errno or 5))
         return b"+OK+" + CRLF + f"uid: {st.st_uid}".encode() + b"\n" + b"." + CRLF
+
+
+def _inside(path: str, base: str) -> bool:
+    """path is below base (component-wise; base itself does not count)."""
+    return path.startswith(base.rstrip("/") + "/") and path != base
 
 
 def _kind(mode: int) -> str:

@@ -176,12 +176,10 @@ class QmailFiles:
         for pid in pids:
             try:
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ")
+                    argv0 = f.read().split(b"\0", 1)[0]
             except OSError:
                 continue
-            if b"qmail-send" in cmd and not any(
-                w in cmd for w in (b"supervise", b"multilog", b"runsv", b"svscan")
-            ):
+            if os.path.basename(argv0) == b"qmail-send":  # not `less qmail-send.log`: SIGHUP would kill it
                 try:
                     os.kill(int(pid), signal.SIGHUP)
                 except OSError:
