@@ -236,22 +236,27 @@ def _parse_assign(line: bytes) -> AssignEntry | None:
 
 
 def users_cdb(assign: bytes) -> bytes:
-    """users/cdb exactly as qmail-newu compiles users/assign."""
+    """users/cdb exactly as qmail-newu compiles users/assign.
+
+    Key: '!' + lower(local) (+ NUL for '=' lines).  Value: the text after the first ':' up to
+    the 6th colon after it, the colons before that one turned into NULs -- for vpopmail's
+    `+dom-:real:uid:gid:dir:-::` lines `real\0uid\0gid\0dir\0-\0` (the empty prepend field).
+    The last record maps "" to the distinct last characters of the '+' locals, as written.
+    """
     records = []
     last_chars: list[bytes] = []
     for line in assign.split(b"\n"):
-        if line == b".":
+        if line[:1] == b".":
             break
         if not line or line[:1] not in (b"+", b"="):
             continue
-        parts = line[1:].split(b":")
-        local = parts[0].lower()
-        value = b"".join(p + b"\0" for p in parts[1:6])
+        local, _, rest = line[1:].partition(b":")
+        value = b"\0".join(rest.split(b":")[:6])
         if line[:1] == b"+":
-            records.append((b"!" + local, value))
+            records.append((b"!" + local.lower(), value))
             if local and local[-1:] not in last_chars:
                 last_chars.append(local[-1:])
         else:
-            records.append((b"!" + local + b"\0", b"".join(p + b"\0" for p in parts[1:7])))
+            records.append((b"!" + local.lower() + b"\0", value))
     records.append((b"", b"".join(last_chars)))
     return cdb.build(records)
