@@ -15,9 +15,11 @@ import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import CorruptStore
+from . import intent
 from .cdb import records
 from .dircontrol import DirControl
-from .fsutil import Owner, atomic_write, locked, read_bytes
+from .fsutil import Owner, atomic_write, read_bytes
 from .qmail import AssignEntry, users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
@@ -94,6 +96,20 @@ class Checker:
             self.add(ddir, "not a directory")
             return
         self._owner_mode(ddir, st, entry, 0o700)
+        try:
+            record = intent.load(ddir)
+        except CorruptStore as exc:
+            self.add(intent.path(ddir), exc.message)
+            record = None
+        if record is not None:
+            def replay(entry=entry, record=record):
+                with store._domain_lock(entry):  # the lock replays it (unless someone just did)
+                    pass
+                return f"completed the {intent.describe(record)}"
+
+            self.add(intent.path(ddir), f"{intent.describe(record)}; the next change to the domain or "
+                     "--repair completes it", replay)
+            return  # the rest is checked once it is completed
         if not os.path.exists(os.path.join(ddir, ".qmail-default")):
             self.add(os.path.join(ddir, ".qmail-default"), "missing (mail to unknown users is not handled)")
         vp = os.path.join(ddir, "vpasswd")
@@ -128,8 +144,8 @@ class Checker:
                 except ValueError:
                     why = "corrupt"
 
-            def rebuild(vp=vp, owner=owner):
-                with locked(os.path.join(os.path.dirname(vp), ".vpasswd.lock"), store.lock_wait, owner):
+            def rebuild(vp=vp, owner=owner, entry=entry):
+                with store._domain_lock(entry):
                     fresh = split_lines(read_bytes(vp) or b"")
                     atomic_write(vp + ".cdb", build_cdb(fresh), 0o600, owner, tmp_name="cdb.tmp")
                 return f"rebuilt {vp}.cdb from vpasswd"
@@ -191,7 +207,8 @@ class Checker:
             rel = os.path.relpath(root, ddir)
             depth = 0 if rel == "." else rel.count("/") + 1
             for name in files:
-                if name.startswith(("vpasswd.bak.", "cdb.tmp", ".dir-control.", ".vpasswd.tmp")) or ".tmp." in name:
+                if (name.startswith(("vpasswd.bak.", "cdb.tmp", ".dir-control.", ".vpasswd.tmp", ".vcli-intent."))
+                        or ".tmp." in name or name.endswith(".vcli-new")):
                     p = os.path.join(root, name)
                     self.add(p, "temporary file of an interrupted command", lambda p=p: _unlink(p))
             keep = []

@@ -133,10 +133,29 @@ def io_error(exc: OSError, path: str) -> StoreIOError:
 
 def atomic_write(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBODY, tmp_name: str | None = None) -> None:
     """Replace `path` with `data`: temp file + fsync + rename + directory fsync."""
+    tmp = write_staged(path, data, mode, owner, tmp_name)
+    if tmp is None:
+        return
+    try:
+        os.rename(tmp, path)
+        fsync_dir(os.path.dirname(path) or ".")
+    except OSError as exc:
+        discard(tmp)
+        raise io_error(exc, path) from None
+
+
+def write_staged(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBODY,
+                 tmp_name: str | None = None) -> str | None:
+    """Write the next content of `path` to a temp file beside it (fsync'ed) and return its path.
+
+    All the space a change needs is taken here, before its commit: a full disk fails the
+    change while the old state is untouched, and what follows the commit is renames.
+    In a dry run the write is recorded against `path` and None is returned.
+    """
     if _journal is not None:
         _journal.note("write", path, read_bytes(path), data)
         _journal.files[path] = data
-        return
+        return None
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, tmp_name or f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
@@ -154,14 +173,25 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBOD
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.rename(tmp, path)
-        fsync_dir(directory)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise io_error(exc, path) from None
+    return tmp
+
+
+def discard(path: str | None) -> None:
+    """Remove a staged temp file if it is there (cleanup after a failed change)."""
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def holding(lock_path: str) -> bool:
+    """True when this thread already holds the lock (an inner `locked` is a no-op)."""
+    return os.path.abspath(lock_path) in _held.__dict__.get("paths", ())
 
 
 def read_bytes(path: str) -> bytes | None:

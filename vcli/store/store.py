@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 from .. import flags as F
@@ -26,6 +26,7 @@ from ..errors import (
     DomainExists,
     IllegalUsername,
     LimitsUnreadable,
+    LockBusy,
     PasswordChangeDenied,
     StoreIOError,
     StoreMissing,
@@ -35,12 +36,14 @@ from ..errors import (
     UserNotFound,
     VpopError,
 )
-from . import cdb, names, quota
+from . import cdb, intent, names, quota
 from .dircontrol import DirControl
 from .fsutil import (
     Owner,
     atomic_write,
+    discard,
     fsync_dir,
+    holding,
     io_error,
     is_dir,
     journal,
@@ -49,6 +52,7 @@ from .fsutil import (
     read_bytes,
     remove_file,
     remove_tree,
+    write_staged,
 )
 from .limits import Limits
 from .qmail import AssignEntry, QmailFiles
@@ -363,7 +367,21 @@ class Store(BackendCommon):
         except ValueError:
             raise CorruptStore(f"{entry.dir}/vpasswd.cdb: bad record for {user}") from None
 
+    def _settle(self, entry: AssignEntry) -> None:
+        """Before a read: replay a change interrupted by a crash, unless its owner is still at work."""
+        lock = os.path.join(entry.dir, ".vpasswd.lock")
+        if not intent.pending(entry.dir) or holding(lock):
+            return
+        try:
+            with locked(lock, 0, self._owner(entry)):
+                if intent.pending(entry.dir):
+                    self._replay(entry)
+        except (LockBusy, StoreIOError, OSError) as exc:  # busy: the writer finishes it; else a reader can't
+            if not isinstance(exc, LockBusy):
+                self.warn(f"Warning: {intent.path(entry.dir)}: interrupted change not replayed: {exc}")
+
     def _cdb_get(self, entry: AssignEntry, key: bytes) -> bytes | None:
+        self._settle(entry)
         vp = self._vpasswd(entry)
         cdb_path = vp + ".cdb"
         try:
@@ -397,7 +415,7 @@ class Store(BackendCommon):
 
     def _rebuild_cdb(self, entry: AssignEntry, why: str) -> None:
         """Rebuild vpasswd.cdb from vpasswd under the lock (spec §3.5), with a warning."""
-        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry)):
+        with self._domain_lock(entry):
             vp = self._vpasswd(entry)
             data = read_bytes(vp)
             if data is None:
@@ -420,6 +438,7 @@ class Store(BackendCommon):
     def list_users(self, domain: str) -> Iterator[VUser]:
         """Every user from the vpasswd text file, in file order."""
         entry = self.real_entry(domain)
+        self._settle(entry)
         data = read_bytes(self._vpasswd(entry)) or b""
         for n, line in enumerate(split_lines(data), 1):
             try:
@@ -458,6 +477,186 @@ class Store(BackendCommon):
         vp = self._vpasswd(entry)
         atomic_write(vp, b"".join(lines), mode, owner, tmp_name=f"vpasswd.bak.{os.getpid()}")
         atomic_write(vp + ".cdb", build_cdb(lines), 0o600, owner, tmp_name="cdb.tmp")
+
+    # --- committing a change: intent, staging, vpasswd rename, finish ---------------
+
+    @contextmanager
+    def _domain_lock(self, entry: AssignEntry):
+        """vpopmail's lock on the domain's vpasswd; an interrupted change found there is replayed."""
+        lock = os.path.join(entry.dir, ".vpasswd.lock")
+        outer = not holding(lock)
+        with locked(lock, self.lock_wait, self._owner(entry)):
+            if outer and intent.pending(entry.dir):
+                self._replay(entry)
+            yield
+
+    def _commit(self, entry: AssignEntry, op: str, lines: list[bytes], mode: int, *,
+                new_users: list[VUser] = (), removed: list[VUser] = (), files: dict | None = None,
+                maildirsize: list[VUser] = (), changed: dict[str, bytes] | None = None, rebuild_cdb: bool = True,
+                progress=None) -> None:
+        """Make one change of a locked domain crash-safe (see vcli/store/intent.py).
+
+        Everything that takes space is staged first (new trees under temp names, vpasswd,
+        the cdb, the small files); a failure there undoes the staging and the old state
+        stands.  Renaming vpasswd into place commits; the rest is renames and removals.
+        """
+        owner = self._owner(entry)
+        ddir = entry.dir
+        vp = self._vpasswd(entry)
+        files = files or {}
+        intent.begin(ddir, op, owner, add={vu.name: vu.dir for vu in new_users},
+                     remove={vu.name: vu.dir for vu in removed},
+                     files={path: f"{os.path.basename(path)}.vcli-new" for path in files},
+                     maildirsize=[vu.name for vu in maildirsize], lines=changed)
+        staged: list[tuple[str | None, str]] = []  # (temp, final); temp None: dry run, "": remove
+        made: list[str] = []
+        try:
+            if new_users:
+                self._make_user_dirs(new_users, owner, made, progress)
+                for parent in {os.path.dirname(h) for h in made}:
+                    fsync_dir(parent)
+            # vpasswd is written before its cdb, so the cdb is never older than vpasswd
+            vp_tmp = write_staged(vp, b"".join(lines), mode, owner, f"vpasswd.bak.{os.getpid()}")
+            if rebuild_cdb:
+                staged.append((write_staged(vp + ".cdb", build_cdb(lines), 0o600, owner, "cdb.tmp"), vp + ".cdb"))
+            for path, (fmode, data) in files.items():
+                staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
+            for vu in maildirsize:
+                staged.extend(self._stage_maildirsize(vu, owner))
+            if vp_tmp is not None:
+                os.rename(vp_tmp, vp)  # the commit
+                fsync_dir(ddir)
+        except BaseException as exc:
+            for tmp, _ in staged:
+                discard(tmp or None)
+            if journal() is None:
+                discard(os.path.join(ddir, f"vpasswd.bak.{os.getpid()}"))
+                for home in made:
+                    _rmtree(intent.tmp_home(home), ignore_errors=True)
+                _drop_empty_hash_dirs(ddir, [vu.dir for vu in new_users])
+                intent.end(ddir)
+            if isinstance(exc, OSError):
+                raise io_error(exc, vp) from None
+            raise
+        try:
+            for tmp, path in staged:
+                if tmp is None:
+                    continue
+                if tmp == "":  # NOQUOTA: the file goes
+                    discard(path)
+                else:
+                    os.rename(tmp, path)
+            if journal() is None:  # a dry run built no trees
+                for home in made:
+                    os.rename(intent.tmp_home(home), home)
+                for parent in {os.path.dirname(h) for h in made} | {os.path.dirname(p) for t, p in staged if t}:
+                    fsync_dir(parent)
+            for vu in removed:
+                self._remove_tree(vu.dir, ddir)
+            intent.end(ddir)
+        except OSError as exc:
+            raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({exc.strerror}); "
+                               "the next change or `vcli check --repair` finishes it") from None
+
+    def _stage_maildirsize(self, vu: VUser, owner: Owner) -> list[tuple[str | None, str]]:
+        """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit."""
+        maildir = os.path.join(vu.dir, "Maildir")
+        path = os.path.join(maildir, "maildirsize")
+        if vu.quota in ("NOQUOTA", ""):
+            if journal() is not None:
+                try:
+                    remove_file(path)
+                except FileNotFoundError:
+                    pass
+                return []
+            return [("", path)] if os.path.lexists(path) else []
+        if not is_dir(maildir) or not os.path.isdir(os.path.join(maildir, "tmp")):
+            return []
+        used_bytes, used_count = quota.usage(maildir)
+        tmp_name = os.path.join("tmp", intent.MAILDIRSIZE_TMP)
+        data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
+        return [(write_staged(path, data, 0o600, owner, tmp_name), path)]
+
+    def _replay(self, entry: AssignEntry) -> None:
+        """Finish or undo a change interrupted in this domain (caller holds the lock).
+
+        Per user: an added user present in vpasswd with the planned home gets its tree
+        renamed in, otherwise the temp tree goes; a removed user absent from vpasswd has
+        its home removed.  If anything was committed the staged files are renamed in;
+        vpasswd.cdb is rebuilt from vpasswd either way.
+        """
+        ddir = entry.dir
+        record = intent.load(ddir)
+        if record is None:
+            return
+        owner = self._owner(entry)
+        vp = self._vpasswd(entry)
+        lines = split_lines(read_bytes(vp) or b"")
+        wanted = {n.encode("utf-8", "surrogateescape") for key in ("add", "remove") for n in record[key]}
+        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["maildirsize"]}
+        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["lines"]}
+        current: dict[str, VUser] = {}
+        raw: dict[str, str] = {}
+        for line in lines:
+            if line_name(line) in wanted:
+                try:
+                    vu = parse_line(line)
+                except ValueError:
+                    continue
+                current[vu.name] = vu
+                raw[vu.name] = line.decode("utf-8", "surrogateescape")
+        # a modification committed if vpasswd holds the lines it wrote
+        committed = bool(record["lines"]) and all(raw.get(u) == x for u, x in record["lines"].items())
+        inside = os.path.realpath(ddir).rstrip("/") + "/"
+        for user, home in record["add"].items():
+            tmp = intent.tmp_home(home)
+            if not os.path.realpath(os.path.dirname(tmp)).startswith(inside.rstrip("/")):
+                continue  # never act on a path outside the domain, whatever the record says
+            vu = current.get(user)
+            if vu is not None and vu.dir == home:
+                committed = True
+                if os.path.isdir(tmp) and not os.path.lexists(home):
+                    os.rename(tmp, home)
+                    fsync_dir(os.path.dirname(home))
+                elif not os.path.lexists(home):
+                    _make_tree(home, owner, _new_maildirsize(vu.quota))
+                    os.rename(tmp, home)
+            if os.path.isdir(tmp) and not os.path.islink(tmp):
+                _rmtree(tmp, ignore_errors=True)
+        _drop_empty_hash_dirs(ddir, [h for u, h in record["add"].items() if u not in current])
+        for user, home in record["remove"].items():
+            if user not in current:
+                committed = True
+                self._remove_tree(home, ddir)
+        for path, tmp_name in record["files"].items():
+            tmp = os.path.join(os.path.dirname(path), tmp_name)
+            if os.path.dirname(path) != ddir.rstrip("/") or os.path.basename(tmp_name) != tmp_name:
+                continue
+            if committed and os.path.exists(tmp):
+                os.rename(tmp, path)
+            else:
+                discard(tmp)
+        discard(os.path.join(ddir, "cdb.tmp"))
+        for user in record["maildirsize"]:
+            vu = current.get(user)
+            if vu is None:
+                continue
+            staged = os.path.join(vu.dir, "Maildir", "tmp", intent.MAILDIRSIZE_TMP)
+            discard(staged)
+            if committed:
+                for tmp, path in self._stage_maildirsize(vu, owner):
+                    if tmp == "":
+                        discard(path)
+                    else:
+                        os.rename(tmp, path)
+        if _first_malformed(lines) == 0:
+            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, owner, tmp_name="cdb.tmp")
+        for name in os.listdir(ddir):
+            if name.startswith("vpasswd.bak."):
+                discard(os.path.join(ddir, name))
+        intent.end(ddir)
+        how = "finished" if committed else "undone"
+        self.warn(f"Note: {how} an {intent.describe(record)} in {entry.real}")
 
     def _check_gecos(self, gecos: str) -> str:
         if ":" in gecos or any(c in gecos for c in "\0\n\r"):
@@ -522,8 +721,7 @@ class Store(BackendCommon):
         default_q = self._default_quota(domain)
         owner = self._owner(entry)
         created: list[VUser] = []
-        made_dirs: list[str] = []
-        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
+        with self._domain_lock(entry):
             lines = self._read_lines(entry)
             existing = {line_name(x).decode("utf-8", "surrogateescape") for x in lines}
             todo = []
@@ -540,36 +738,28 @@ class Store(BackendCommon):
             free_path = os.path.join(entry.dir, ".dir_control_free")
             free = _read_free(free_path)
             used_free = 0
-            try:
-                for n in todo:
-                    if used_free < len(free):
-                        hash_dir = free[used_free]
-                        used_free += 1
-                        if dc.cur_users:
-                            dc.cur_users += 1
-                    else:
-                        hash_dir = dc.next_dir()
-                    parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
-                    home = os.path.join(parent, n.user)
-                    if len(home) > MAX_DIR:
-                        raise TooLong("dir too long (max=160)", -30)
-                    self._makedirs(parent, owner)
-                    q = default_q if n.quota is None else n.quota
-                    created.append(VUser(n.user, n.hashed or "", "2" if n.apop else "1", 0, n.gecos or n.user, home,
-                                         q, n.password if self.s.clear_passwords else None))
-                self._make_user_dirs(created, owner, made_dirs, progress)
-                for parent in {os.path.dirname(h) for h in made_dirs}:
-                    fsync_dir(parent)
+            for n in todo:
+                if used_free < len(free):
+                    hash_dir = free[used_free]
+                    used_free += 1
+                    if dc.cur_users:
+                        dc.cur_users += 1
+                else:
+                    hash_dir = dc.next_dir()
+                parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
+                home = os.path.join(parent, n.user)
+                if len(home) > MAX_DIR:
+                    raise TooLong("dir too long (max=160)", -30)
+                q = default_q if n.quota is None else n.quota
+                created.append(VUser(n.user, n.hashed or "", "2" if n.apop else "1", 0, n.gecos or n.user, home,
+                                     q, n.password if self.s.clear_passwords else None))
+            files = {dc_path: (0o600, dc.dump())}
+            with ExitStack() as stack:
+                if used_free:
+                    stack.enter_context(locked(free_path + ".lock", self.lock_wait, owner))
+                    files[free_path] = (0o644, "".join(x + "\n" for x in free[used_free:]).encode())
                 lines = _merge_sorted(lines, [vu.to_line(self.s.clear_passwords) for vu in created])
-                self._write_vpasswd(entry, lines, 0o600)
-            except BaseException:
-                if journal() is None:
-                    for home in made_dirs:
-                        _rmtree(home, ignore_errors=True)
-                raise
-            atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
-            if used_free:
-                _write_free(free_path, free[used_free:], owner, self.lock_wait)
+                self._commit(entry, "vadduser", lines, 0o600, new_users=created, files=files, progress=progress)
         return created
 
     def _makedirs(self, path: str, owner: Owner) -> None:
@@ -584,34 +774,29 @@ class Store(BackendCommon):
             pass
 
     def _make_user_dirs(self, users: list[VUser], owner: Owner, made: list[str], progress=None) -> None:
-        """Create the users' trees (and maildirsize files); `made` collects what exists for rollback.
+        """Build the users' trees under their temp names; `made` collects the homes built.
 
         mkdir dominates a bulk import (five directories a user, ~40 us each on ext4), and
-        directories in different parents can be made concurrently, so large batches use threads.
+        directories in different parents can be made concurrently, so large batches use
+        worker processes (threads would fight over the GIL between syscalls).
         """
-
-        def one(vu: VUser) -> None:
-            self._make_user_dir(vu.dir, owner)
-            made.append(vu.dir)
-            if vu.quota not in ("NOQUOTA", ""):
-                self._write_maildirsize(vu, owner)
-
+        for parent in sorted({os.path.dirname(vu.dir) for vu in users}):
+            self._makedirs(parent, owner)
+        jobs = [(vu.dir, _new_maildirsize(vu.quota)) for vu in users]
         if len(users) < 200 or journal() is not None:
-            for i, vu in enumerate(users, 1):
-                one(vu)
+            for i, (home, mds) in enumerate(jobs, 1):
+                _make_tree(home, owner, mds)
+                made.append(home)
                 if progress:
                     progress(i)
             return
-        # Large batches: the trees are made by worker processes (threads would fight over the
-        # GIL between syscalls), then the maildirsize files here.
         from concurrent.futures import ProcessPoolExecutor
 
-        homes = [vu.dir for vu in users]
         size = 500
-        chunks = [homes[i : i + size] for i in range(0, len(homes), size)]
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
         error: BaseException | None = None
         done = 0
-        with ProcessPoolExecutor(4) as pool:
+        with ProcessPoolExecutor(4, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             for ok, exc in pool.map(_make_trees, chunks, [(owner.uid, owner.gid, owner.active)] * len(chunks)):
                 made.extend(ok)
                 done += len(ok)
@@ -621,39 +806,12 @@ class Store(BackendCommon):
                     progress(done)
         if error is not None:
             raise error
-        for vu in users:
-            if vu.quota not in ("NOQUOTA", ""):
-                self._write_maildirsize(vu, owner)
-
-    def _make_user_dir(self, home: str, owner: Owner) -> None:
-        _make_tree(home, owner)
-
-
-    def _write_maildirsize(self, vu: VUser, owner: Owner) -> None:
-        """Delete and (unless the quota is NOQUOTA or empty) recreate Maildir/maildirsize."""
-        maildir = os.path.join(vu.dir, "Maildir")
-        path = os.path.join(maildir, "maildirsize")
-        try:
-            remove_file(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise io_error(exc, path) from None
-        if vu.quota in ("NOQUOTA", "") or not is_dir(maildir):
-            return
-        used_bytes, used_count = quota.usage(maildir)
-        tmp_dir = os.path.join(maildir, "tmp")
-        tmp_name = f"{int(time.time())}.{os.getpid()}_NeWmAiLdIrSiZe.{os.uname().nodename}"
-        if not os.path.isdir(tmp_dir) or journal() is not None:
-            tmp_name = None
-        atomic_write(path, quota.maildirsize_bytes(vu.quota, used_bytes, used_count), 0o600, owner,
-                     tmp_name=os.path.join("tmp", tmp_name) if tmp_name else None)
 
     def _rewrite_user(self, entry: AssignEntry, user: str, change: Callable[[VUser], VUser | None], mode: int,
-                      rebuild_cdb: bool = True) -> VUser | None:
+                      rebuild_cdb: bool = True, op: str = "vmoduser",
+                      maildirsize: bool = False) -> VUser | None:
         """Replace (or with None, delete) one vpasswd line under the lock."""
-        owner = self._owner(entry)
-        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
+        with self._domain_lock(entry):
             lines = self._read_lines(entry)
             key = user.encode("utf-8", "surrogateescape")
             idx = [i for i, x in enumerate(lines) if line_name(x) == key]
@@ -665,11 +823,9 @@ class Store(BackendCommon):
                 lines = [x for i, x in enumerate(lines) if i not in set(idx)]
             else:
                 lines[idx[0]] = new.to_line(self.s.clear_passwords)
-            if rebuild_cdb:
-                self._write_vpasswd(entry, lines, mode)
-            else:
-                atomic_write(self._vpasswd(entry), b"".join(lines), mode, owner,
-                             tmp_name=f"vpasswd.bak.{os.getpid()}")
+            self._commit(entry, op, lines, mode, rebuild_cdb=rebuild_cdb,
+                         maildirsize=[new] if maildirsize and new is not None else (),
+                         changed={old.name: lines[idx[0]]} if new is not None else None)
             return old if new is None else new
 
     def mod_user(self, user: str, domain: str, ch: UserChanges, rebuild_cdb: bool = True,
@@ -714,10 +870,7 @@ class Store(BackendCommon):
                 u.dir = ch.dir
             return u
 
-        new = self._rewrite_user(entry, user, change, _umask_mode(), rebuild_cdb)
-        if q is not None:
-            self._write_maildirsize(new, self._owner(entry))
-        return new
+        return self._rewrite_user(entry, user, change, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True) -> VUser:
@@ -734,20 +887,26 @@ class Store(BackendCommon):
         if self._catchall_user(entry) == user:
             raise CatchallProtected()
         owner = self._owner(entry)
-        with locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, owner):
-            old = self._rewrite_user(entry, user, lambda u: None, 0o600)
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)
+            key = user.encode("utf-8", "surrogateescape")
+            found = [x for x in lines if line_name(x) == key]
+            if not found:
+                raise UserNotFound()
+            old = parse_line(found[0])
+            lines = [x for x in lines if line_name(x) != key]
             dc_path = os.path.join(entry.dir, ".dir-control")
             dc = DirControl.parse(read_bytes(dc_path))
             dc.remove_one()
-            atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
-        home = old.dir
-        parent = os.path.dirname(home.rstrip("/"))
-        prefix = entry.dir.rstrip("/") + "/"
-        if parent.startswith(prefix):
-            rel = parent[len(prefix):]
-            if rel:
-                _append_free(os.path.join(entry.dir, ".dir_control_free"), rel, owner, self.lock_wait)
-        self._remove_tree(home, entry.dir)
+            files = {dc_path: (0o600, dc.dump())}
+            parent = os.path.dirname(old.dir.rstrip("/"))
+            prefix = entry.dir.rstrip("/") + "/"
+            with ExitStack() as stack:
+                if parent.startswith(prefix) and parent[len(prefix):]:
+                    free_path = os.path.join(entry.dir, ".dir_control_free")
+                    stack.enter_context(locked(free_path + ".lock", self.lock_wait, owner))
+                    files[free_path] = (0o644, (read_bytes(free_path) or b"") + parent[len(prefix):].encode() + b"\n")
+                self._commit(entry, "vdeluser", lines, 0o600, removed=[old], files=files)
         return old
 
     def _catchall_user(self, entry: AssignEntry) -> str | None:
@@ -974,33 +1133,58 @@ def _read_free(path: str) -> list[str]:
     return out
 
 
-def _write_free(path: str, remaining: list[str], owner: Owner, wait) -> None:
-    with locked(path + ".lock", wait, owner):
-        atomic_write(path, "".join(x + "\n" for x in remaining).encode(), 0o644, owner)
+def _drop_empty_hash_dirs(ddir: str, homes: list[str]) -> None:
+    """Undoing an add: hash directories it made for its users go again if they are empty."""
+    base = ddir.rstrip("/") + "/"
+    parents = {os.path.dirname(h) for h in homes}
+    for parent in sorted(parents, key=len, reverse=True):
+        while parent.startswith(base) and len(os.path.basename(parent)) == 1:
+            try:
+                os.rmdir(parent)  # only ever succeeds on an empty directory
+            except OSError:
+                break
+            parent = os.path.dirname(parent)
 
 
-def _append_free(path: str, rel: str, owner: Owner, wait) -> None:
-    with locked(path + ".lock", wait, owner):
-        data = read_bytes(path) or b""
-        atomic_write(path, data + rel.encode() + b"\n", 0o644, owner)
+def _new_maildirsize(q: str) -> bytes | None:
+    """The maildirsize of a new, empty Maildir (None when the quota is NOQUOTA)."""
+    return None if q in ("NOQUOTA", "") else quota.maildirsize_bytes(q, 0, 0)
 
 
-def _make_trees(homes: list[str], ids: tuple) -> tuple[list[str], BaseException | None]:
-    """Worker-process side of a bulk add: (homes made, first error)."""
+def _die_with_parent(parent: int) -> None:
+    """Pool workers go when their command is killed, so no tree is built after a crash is replayed."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL (Linux)
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _make_trees(jobs: list[tuple[str, bytes | None]], ids: tuple) -> tuple[list[str], BaseException | None]:
+    """Worker-process side of a bulk add: (homes built, first error)."""
     uid, gid, active = ids
     owner = Owner(uid, gid) if active else Owner()
     made = []
-    for home in homes:
+    parent = os.getppid()
+    for home, mds in jobs:
+        if os.getppid() != parent:  # the command died (where PR_SET_PDEATHSIG is missing)
+            return made, StoreIOError("interrupted")
         try:
-            _make_tree(home, owner)
+            _make_tree(home, owner, mds)
         except Exception as exc:  # noqa: BLE001 - handed back to the parent, which rolls back
             return made, exc
         made.append(home)
     return made, None
 
 
-def _make_tree(home: str, owner: Owner) -> None:
-    """User dir + Maildir/{new,cur,tmp} + lastauth, built under a temp name then renamed in."""
+def _make_tree(home: str, owner: Owner, maildirsize: bytes | None = None) -> None:
+    """User dir + Maildir/{new,cur,tmp} + lastauth (+ maildirsize), built at intent.tmp_home(home).
+
+    The caller renames it into place once vpasswd names the user.
+    """
     if os.path.lexists(home) or is_dir(home):
         raise UserDirExists()
     j = journal()
@@ -1008,23 +1192,26 @@ def _make_tree(home: str, owner: Owner) -> None:
         j.dirs.add(home)
         j.note("mailbox", home)
         return
-    tmp = os.path.join(os.path.dirname(home), f".vcli-new.{os.path.basename(home)}.{os.getpid()}")
+    tmp = intent.tmp_home(home)
     _rmtree(tmp, ignore_errors=True)
     try:
         os.mkdir(tmp, 0o700)
         for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
             os.mkdir(os.path.join(tmp, sub), 0o700)
-        fd = os.open(os.path.join(tmp, "lastauth"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, b"0.0.0.0")
-        finally:
-            os.close(fd)
+        made = ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp", "lastauth"]
+        files = [("lastauth", b"0.0.0.0")]
+        if maildirsize is not None:
+            files.append(("Maildir/maildirsize", maildirsize))
+            made.append("Maildir/maildirsize")
+        for name, data in files:
+            fd = os.open(os.path.join(tmp, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
         if owner.active:
-            for p in ("", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp", "lastauth"):
+            for p in made:
                 owner.apply(os.path.join(tmp, p))
-        os.rename(tmp, home)
     except OSError as exc:
         _rmtree(tmp, ignore_errors=True)
-        if isinstance(exc, FileExistsError) or (exc.errno == 39):  # ENOTEMPTY: target appeared
-            raise UserDirExists() from None
         raise io_error(exc, home) from None
