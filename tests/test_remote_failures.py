@@ -109,6 +109,7 @@ def test_connection_dropped_mid_listing(served):
                     elif line.startswith(b"list_users"):
                         conn.sendall(b"+OK+\r\nname alice\r\ncomment Al")
                         break
+                f.close()  # the makefile() reference would keep the socket open
 
     t = threading.Thread(target=serve, daemon=True)
     t.start()

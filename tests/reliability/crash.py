@@ -60,7 +60,12 @@ def hook(event, args):
         return
     count += 1
     if count == stop:
-        os.kill(me, signal.SIGKILL)
+        fault = os.environ.get("CRASH_FAULT", "kill")
+        if fault == "kill":
+            os.kill(me, signal.SIGKILL)
+        import errno
+        code = errno.ENOSPC if fault == "enospc" else errno.EIO
+        raise OSError(code, os.strerror(code))
 sys.addaudithook(hook)
 def report():
     if count_file:
@@ -111,6 +116,9 @@ def _base_store(root: str, users: int, bulk: int) -> tuple[dict, list[Scenario]]
         Scenario("modify", ["vmoduser", "-q", "20M", "-c", "Changed Name", "-p", "-a", f"u0003@{DOMAIN}"]),
         Scenario("password", ["vpasswd", f"u0004@{DOMAIN}", "Other-pw-9"], {"u0004": "Other-pw-9"}),
         Scenario("bulk", ["vcli", "--quiet", "vadduser", "--from-file", feed]),
+        Scenario("adddomain", ["vadddomain", "new.test", "Pm-pass2"], {"postmaster": "Pm-pass2"}),
+        Scenario("quota", ["vsetuserquota", f"u0006@{DOMAIN}", "30M"]),
+        Scenario("alias", ["valias", "-i", "someone@elsewhere.test", f"info@{DOMAIN}"]),
     ]
     return env, scenarios
 
@@ -213,9 +221,10 @@ class Runner:
             self.reference[sc.name] = (old, new, steps, took)
 
     def _run(self, sc: Scenario, crash_at: int, count_file: str | None = None,
-             kill_after: float | None = None) -> subprocess.CompletedProcess:
+             kill_after: float | None = None, fault: str = "kill") -> subprocess.CompletedProcess:
         env = self._live_env()
         env["CRASH_AT"] = str(crash_at)
+        env["CRASH_FAULT"] = fault
         if count_file:
             env["CRASH_COUNT_FILE"] = count_file
         else:
@@ -231,17 +240,31 @@ class Runner:
             out, err = proc.communicate()
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
-    def trial(self, name: str, crash_at: int = 0, kill_after: float | None = None) -> dict:
+    def trial(self, name: str, crash_at: int = 0, kill_after: float | None = None, fault: str = "kill") -> dict:
+        """One run with a fault: "kill" (SIGKILL), or "eio"/"enospc" (that error raised at step crash_at)."""
         sc = self.by_name[name]
         old, new, _, _ = self.reference[name]
         self._reset()
-        r = self._run(sc, crash_at, kill_after=kill_after)
+        r = self._run(sc, crash_at, kill_after=kill_after, fault=fault)
         killed = r.returncode == -signal.SIGKILL
         after_kill = state(self.live, sc.passwords_set)
         visible = _vpasswd_of(after_kill)
         problems = []
         if visible not in (_vpasswd_of(old), _vpasswd_of(new)):
-            problems.append("vpasswd right after the kill is neither the old nor the new one")
+            problems.append("vpasswd right after the fault is neither the old nor the new one")
+        if fault != "kill":
+            err = [x for x in r.stderr.splitlines() if not x.startswith(("Note:", "Warning:"))]
+            if r.returncode == 0 and visible != _vpasswd_of(new):
+                problems.append("exit 0 but the change is not there")
+            if r.returncode != 0:
+                if len(err) != 1 or "Traceback" in r.stderr:
+                    problems.append(f"not a one-line error: {r.stderr!r}")
+                if r.returncode != 74:
+                    problems.append(f"exit {r.returncode} for an I/O error (EX_IOERR is 74)")
+                committed = "is committed" in r.stderr
+                if visible != (_vpasswd_of(new) if committed else _vpasswd_of(old)):
+                    problems.append(f"exit {r.returncode} ({err[:1]}) but vpasswd is the "
+                                    f"{'new' if visible == _vpasswd_of(new) else 'old'} one")
         pending = any(p.endswith(".vcli-intent") for p in after_kill)
         env = self._live_env()
         rep = subprocess.run([tool("vcli"), "check", "--repair"], env=env, capture_output=True, text=True)
@@ -256,12 +279,13 @@ class Runner:
         if chk.returncode != 0:
             problems.append(f"check after repair exit {chk.returncode}: {chk.stdout.strip()[-500:]}")
         return {"scenario": name, "crash_at": crash_at, "kill_after": kill_after, "killed": killed,
+                "fault": fault, "exit": r.returncode, "message": r.stderr.strip().splitlines()[-1:],
                 "pending": pending, "outcome": outcome, "problems": problems,
                 "repaired": [x for x in rep.stdout.splitlines() if x.startswith("repaired:")]}
 
 
 def run(step_trials: dict[str, int] | None = None, time_trials: dict[str, int] | None = None,
-        bulk: int = 10_000, users: int = 120, seed: int = 1, log=print, workdir: str | None = None) -> dict:
+        fault_trials: dict[str, int] | None = None, bulk: int = 10_000, users: int = 120, seed: int = 1, log=print, workdir: str | None = None) -> dict:
     """Run the trials; returns figures and every failing trial (must be none)."""
     step_trials = step_trials if step_trials is not None else {"add": 0, "delete": 0, "modify": 0, "password": 0}
     time_trials = time_trials if time_trials is not None else {"bulk": 25, "add": 10, "delete": 10}
@@ -281,25 +305,43 @@ def run(step_trials: dict[str, int] | None = None, time_trials: dict[str, int] |
             log(f"{name}: {steps} file-system steps, killing at {len(points)} of them")
             for k in points:
                 results.append(runner.trial(name, crash_at=k))
+        for name, n in (fault_trials or {}).items():
+            _, _, steps, _ = runner.reference[name]
+            points = list(range(1, steps + 1))
+            if n and n < len(points):
+                points = sorted({1, steps, *rng.sample(points, n - 2)})
+            log(f"{name}: injecting EIO/ENOSPC at {len(points)} of {steps} steps")
+            for k in points:
+                results.append(runner.trial(name, crash_at=k, fault="enospc" if k % 2 else "eio"))
         for name, n in time_trials.items():
             _, _, _, took = runner.reference[name]
             log(f"{name}: reference run {took:.2f} s, {n} random SIGKILLs")
             for _ in range(n):
                 results.append(runner.trial(name, kill_after=rng.uniform(0.05, took * 1.1)))
         failures = [r for r in results if r["problems"]]
+        io = [r for r in results if r["fault"] != "kill"]
+        io_figures = {"injected": len(io),
+                      "failed_cleanly": sum(r["exit"] == 74 and not r["problems"]
+                                            and "is committed" not in " ".join(r["message"]) for r in io),
+                      "succeeded_anyway": sum(r["exit"] == 0 for r in io),
+                      "committed_then_failed": sum("is committed" in " ".join(r["message"]) for r in io),
+                      "messages": sorted({m for r in io for m in r["message"]})[:12]}
+        results = [r for r in results if r["fault"] == "kill"] + io
         figures = {
-            "trials": len(results),
+            "trials": len(results) - len(io),
             "killed": sum(r["killed"] for r in results),
             "pending_intent": sum(r["pending"] for r in results),
             "old": sum(r["outcome"] == "old" for r in results),
             "new": sum(r["outcome"] == "new" for r in results),
             "mixed": sum(r["outcome"] == "mixed" for r in results),
             "failures": failures,
+            "io_faults": io_figures,
             "steps": {n: runner.reference[n][2] for n in runner.reference},
             "per_scenario": {},
         }
-        for name in {r["scenario"] for r in results}:
-            rs = [r for r in results if r["scenario"] == name]
+        for name in {r["scenario"] for r in results if r["fault"] == "kill"}:
+            rs = [r for r in results if r["scenario"] == name and r["fault"] == "kill"]
+            figures["per_scenario"].setdefault(name, {})
             figures["per_scenario"][name] = {
                 "trials": len(rs), "killed": sum(r["killed"] for r in rs), "old": sum(r["outcome"] == "old" for r in rs),
                 "new": sum(r["outcome"] == "new" for r in rs), "replayed": sum(r["pending"] for r in rs),
@@ -319,10 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args(argv)
     if args.full:
-        figs = run(seed=args.seed)
+        figs = run(fault_trials={"add": 0, "delete": 0, "modify": 0, "password": 0, "bulk": 60}, seed=args.seed)
     else:
         figs = run(step_trials={"add": 12, "delete": 12, "modify": 8, "password": 8},
-                   time_trials={"bulk": 5, "add": 3}, bulk=1000, seed=args.seed)
+                   time_trials={"bulk": 5, "add": 3}, fault_trials={"add": 10, "delete": 10, "modify": 8},
+                   bulk=1000, seed=args.seed)
     print_figures(figs)
     return 1 if figs["failures"] else 0
 
@@ -332,6 +375,12 @@ def print_figures(figs: dict) -> None:
           f"old {figs['old']}, new {figs['new']}, mixed {figs['mixed']}, failures {len(figs['failures'])}")
     for name, f in sorted(figs["per_scenario"].items()):
         print(f"  {name:9} steps {figs['steps'].get(name, '-'):>6}  " + ", ".join(f"{k} {v}" for k, v in f.items()))
+    io = figs["io_faults"]
+    if io["injected"]:
+        print(f"injected I/O errors {io['injected']}: failed cleanly (exit 74, old state) {io['failed_cleanly']}, "
+              f"succeeded anyway {io['succeeded_anyway']}, committed then failed {io['committed_then_failed']}")
+        for m in io["messages"]:
+            print(f"    {m}")
     for fail in figs["failures"][:5]:
         print(f"FAILED {fail['scenario']} crash_at={fail['crash_at']} kill_after={fail['kill_after']}:")
         for p in fail["problems"]:

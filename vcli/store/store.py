@@ -209,7 +209,13 @@ class Store(BackendCommon):
                     make_dir(ddir, 0o700, owner)
                 except FileExistsError:
                     raise VpopError(code=-14) from None
-                atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+                old_dc, new_dc = read_bytes(dc_path), dc.dump()
+                try:
+                    atomic_write(dc_path, new_dc, 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+                except BaseException:
+                    if journal() is None:
+                        os.rmdir(ddir)
+                    raise
         except OSError as exc:
             raise io_error(exc, domains) from None
         entry = AssignEntry(domain, domain, uid, gid, ddir)
@@ -225,13 +231,18 @@ class Store(BackendCommon):
         except BaseException:
             try:
                 if self.find_domain(domain):
-                    self.del_domain(domain, force=True)
+                    self.del_domain(domain, force=True, undo_count=(new_dc, old_dc))
                 else:  # not registered yet: only the directory and the counter to undo
                     self._remove_tree(ddir, domains)
                     with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
-                        dc = DirControl.parse(read_bytes(dc_path))
-                        dc.remove_one()
-                        atomic_write(dc_path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+                        now = read_bytes(dc_path)
+                        if now == new_dc and old_dc is None:
+                            remove_file(dc_path)
+                        else:  # the exact old bytes if nobody counted since, else one less
+                            dc = DirControl.parse(now)
+                            dc.remove_one()
+                            atomic_write(dc_path, old_dc if now == new_dc else dc.dump(), 0o600, owner,
+                                         tmp_name=f".dir-control.{os.getpid()}")
             except Exception as exc2:  # noqa: BLE001 - report both, keep the first
                 self.warn(f"Error: {exc2}")
             raise
@@ -269,10 +280,13 @@ class Store(BackendCommon):
         self.qmail.hup_qmail_send()
         return entry
 
-    def del_domain(self, domain: str, force: bool = True, progress: Callable[[int], None] | None = None) -> list[str]:
+    def del_domain(self, domain: str, force: bool = True, progress: Callable[[int], None] | None = None,
+                   undo_count: tuple[bytes, bytes | None] | None = None) -> list[str]:
         """vdeldomain; a real domain takes its aliases with it.  Returns the aliases removed.
 
-        `progress` is called with the number of mailboxes removed so far."""
+        `progress` is called with the number of mailboxes removed so far.  `undo_count`
+        (what add_domain wrote, what was there before) puts domains/.dir-control back byte
+        for byte when a failed vadddomain is undone and nobody counted since."""
         entry = self.domain(domain)
         if entry.is_alias:
             self._drop_domain_lines(entry)
@@ -292,10 +306,15 @@ class Store(BackendCommon):
         dc_path = os.path.join(domains, ".dir-control")
         if os.path.exists(dc_path):
             with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
-                dc = DirControl.parse(read_bytes(dc_path))
-                dc.remove_one()
-                atomic_write(dc_path, dc.dump(), _umask_mode(), self._owner(entry),
-                             tmp_name=f".dir-control.{os.getpid()}")
+                now = read_bytes(dc_path)
+                if undo_count and now == undo_count[0] and undo_count[1] is None:
+                    remove_file(dc_path)
+                else:
+                    dc = DirControl.parse(now)
+                    dc.remove_one()
+                    data = undo_count[1] if undo_count and now == undo_count[0] else dc.dump()
+                    atomic_write(dc_path, data, 0o600 if undo_count else _umask_mode(), self._owner(entry),
+                                 tmp_name=f".dir-control.{os.getpid()}")
         for a in aliases:
             self._drop_domain_lines(a, compile_now=False)
         self._drop_domain_lines(entry)
@@ -554,8 +573,9 @@ class Store(BackendCommon):
             for vu in removed:
                 self._remove_tree(vu.dir, ddir)
             intent.end(ddir)
-        except OSError as exc:
-            raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({exc.strerror}); "
+        except (OSError, StoreIOError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else exc.message
+            raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({why}); "
                                "the next change or `vcli check --repair` finishes it") from None
 
     def _stage_maildirsize(self, vu: VUser, owner: Owner) -> list[tuple[str | None, str]]:
