@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import CliStore, fast_base
+from fuzzscale import examples
+from hypothesis import settings as hypothesis_settings
 
 from vcli.config import Settings, load_settings
 from vcli.store.store import Store
+
+# property tests without their own count try 100 examples in CI, more with VCLI_FUZZ_SCALE
+hypothesis_settings.register_profile("vcli", max_examples=examples(100))
+hypothesis_settings.load_profile("vcli")
 
 
 @pytest.fixture()

@@ -9,6 +9,7 @@ import struct
 
 import cdblib
 import pytest
+from fuzzscale import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from storeenv import make_env
@@ -55,7 +56,7 @@ def test_cdb_last_line_without_newline_is_not_indexed():
     assert reader.get(b"postmaster") is not None and reader.get(b"bob") is None
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=40)), max_size=60))
 def test_cdb_writer_agrees_with_independent_reader(tmp_path_factory, recs):
     data = cdb.build(recs)

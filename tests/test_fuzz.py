@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from daemon_helpers import build_store
+from fuzzscale import examples
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -73,7 +74,7 @@ WORDS = ["alice@example.test", "x@example.test", "dan@other.test", "example.test
          "/etc/passwd", "alice@example.test/Maildir", "%2e", "1", "0", "-1", "", "a" * 300, "\x00", "é@x.test"]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.one_of(
     st.binary(max_size=60),
     st.tuples(st.sampled_from(COMMANDS), st.lists(st.sampled_from(WORDS), max_size=3)).map(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import cdblib
+from fuzzscale import examples
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,7 +103,7 @@ def test_empty_cdb():
     assert cdb.CdbReader(None, data).get(b"x") is None
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.lists(st.tuples(st.binary(max_size=12), st.binary(max_size=30)), max_size=60),
        st.lists(st.binary(max_size=12), max_size=10))
 def test_reader_and_pure_cdb_agree_with_first_values(recs, probes):
@@ -120,7 +121,7 @@ def test_reader_and_pure_cdb_agree_with_first_values(recs, probes):
         assert theirs.get(key) == first.get(key)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from([b"", b"a", b"b", b"ab", b"postmaster", b"\xff"]),
                           st.binary(max_size=5)), max_size=40))
 def test_same_bytes_as_pure_cdb_writer(recs):

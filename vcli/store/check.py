@@ -226,6 +226,32 @@ class Checker:
                     self.add(p, "mailbox not in vpasswd (orphaned; left alone)")
             dirs[:] = keep
 
+    def check_unregistered(self, entries: list[AssignEntry]) -> None:
+        """Domain directories under domains/ that users/assign does not name: debris of an
+        interrupted vadddomain or vdeldomain (or a domain removed by hand).  Reported, not removed."""
+        known = {os.path.realpath(e.dir) for e in entries}
+        roots = {os.path.join(self.store.root, "domains")}
+        roots |= {os.path.dirname(os.path.realpath(e.dir)) for e in entries}
+        seen: set[str] = set()
+        for base in sorted(roots):
+            if not os.path.isdir(base) or os.path.basename(base) != "domains":
+                continue
+            stack = [(base, 0)]
+            while stack:
+                d, depth = stack.pop()
+                for entry in os.scandir(d):
+                    if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
+                        continue
+                    real = os.path.realpath(entry.path)
+                    if real in known or real in seen:
+                        continue
+                    seen.add(real)
+                    if len(entry.name) == 1 and depth < 3:
+                        stack.append((entry.path, depth + 1))  # a hash directory
+                    elif os.path.exists(os.path.join(entry.path, "vpasswd")) or "." in entry.name:
+                        self.add(entry.path, "domain directory not in users/assign "
+                                 "(left by an interrupted vadddomain/vdeldomain?); left alone")
+
     def _owner_mode(self, path: str, st: os.stat_result, entry: AssignEntry, mode: int) -> None:
         if stat.S_IMODE(st.st_mode) & 0o077:
             self.add(path, f"mode {stat.S_IMODE(st.st_mode):04o} (group/other access; vpopmail uses {mode:04o})")
@@ -244,8 +270,11 @@ def check(store, domain: str | None = None) -> list[Problem]:
 
             raise DomainNotFound()
         domain = entry.real
-    for entry in c.check_qmail(domain):
+    entries = c.check_qmail(domain)
+    for entry in entries:
         c.check_domain(entry)
+    if not domain:
+        c.check_unregistered(store.qmail.assign_entries())
     return c.problems
 
 
