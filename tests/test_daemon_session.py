@@ -113,3 +113,41 @@ def test_domain_admin_with_override_may_set_quota_plain_user_with_override_may_n
     assert user.feed(b".\r\n") == b"+OK \r\n"
     assert st.get_user("alice", "example.test").quota == "1048576S"
     assert st.get_user("alice", "example.test").gid & F.BY_FIELD["no_pop"].bit
+
+
+@pytest.mark.parametrize("command", [
+    b"rm_file alice@example.test/Maildir/sub/secret\r\n",
+    b"read_file alice@example.test/Maildir/sub/secret\r\n",
+    b"rm_dir alice@example.test/Maildir/sub/inner\r\n",
+    b"stat_file alice@example.test/Maildir/sub/secret\r\n",
+    b"mk_dir alice@example.test/Maildir/sub/planted\r\n",
+    b"list_dir alice@example.test/Maildir/sub/inner\r\n",
+])
+def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_followed(env, tmp_path, monkeypatch, command):
+    """The race a shell user on the store could run: the path is approved, then a directory on it
+    becomes a symlink to somewhere else before the operation.  The component-wise O_NOFOLLOW walk
+    refuses it."""
+    s = _session(env)
+    home = s.store.get_user("alice", "example.test").dir
+    sub = os.path.join(home, "Maildir", "sub")
+    os.makedirs(os.path.join(sub, "inner"))
+    outside = tmp_path / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "secret").write_text("keep me")
+    (outside / "inner" / "keep").write_text("keep me too")
+    approve = Session._path
+
+    def racing_path(self, raw, allow_base=False):
+        result = approve(self, raw, allow_base)
+        if os.path.isdir(sub) and not os.path.islink(sub):
+            os.rename(sub, sub + ".moved")
+            os.symlink(outside, sub)
+        return result
+
+    monkeypatch.setattr(Session, "_path", racing_path)
+    reply = s.feed(command)
+    assert reply.startswith(b"-ERR 0."), reply
+    assert b"keep me" not in reply
+    assert (outside / "secret").read_text() == "keep me"
+    assert (outside / "inner" / "keep").read_text() == "keep me too"
+    assert sorted(os.listdir(outside)) == ["inner", "secret"]

@@ -13,6 +13,7 @@ import re
 import stat
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 from .. import flags as F
 from ..errors import (
@@ -954,12 +955,7 @@ class Session:
                 if entry is None:
                     return None, e(11, 1509)
                 path = store.real_entry(head.lower()).dir.rstrip("/") + "/" + rest
-        if self.is_sa:
-            base, minor = os.path.join(store.root, "domains"), 1510
-        elif self.is_qa:
-            base, minor = store.real_entry(self.login_domain).dir, 1511
-        else:
-            base, minor = store.get_user(self.login_user, self.login_domain).dir, 1512
+        base, minor = self._login_base()
         if not path.startswith(base):  # the C daemon's check (a string prefix)
             return None, e(26, minor)
         # ... and ours: by real path, so a symlink may not lead out of what this login may touch
@@ -974,6 +970,36 @@ class Session:
             return None, e(26, minor)  # a symlink that leads out: refused like any path outside
         return candidate, None
 
+    def _login_base(self) -> tuple[str, int]:
+        """The directory this login may touch, and the error minor of a path outside it."""
+        store = self.store
+        if self.is_sa:
+            return os.path.join(store.root, "domains"), 1510
+        if self.is_qa:
+            return store.real_entry(self.login_domain).dir, 1511
+        return store.get_user(self.login_user, self.login_domain).dir, 1512
+
+    @contextmanager
+    def _at(self, path: str):
+        """(dir_fd, name) of a path `_path` approved, reached from the login's base one component
+        at a time with O_NOFOLLOW: a directory swapped for a symlink after the check (a race with
+        someone holding a shell on the store) makes the walk fail (ELOOP/ENOTDIR) instead of
+        leading out.  For the base itself: (None, path)."""
+        real_base = os.path.realpath(self._login_base()[0])
+        if path == real_base:
+            yield None, path
+            return
+        parts = os.path.relpath(path, real_base).split("/")
+        fd = os.open(real_base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            for comp in parts[:-1]:
+                nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                os.close(fd)
+                fd = nfd
+            yield fd, parts[-1]
+        finally:
+            os.close(fd)
+
     def c_mk_dir(self, args, line):
         if not args:
             return e(27, 1601)
@@ -981,14 +1007,19 @@ class Session:
         if reply:
             return reply
         try:
-            os.mkdir(path, 0o700)
+            with self._at(path) as (fd, name):
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                except OSError as exc:
+                    return err("0.1602", os.strerror(exc.errno or 5))
+                try:
+                    if os.geteuid() == 0 and self.store.s.vpopmail_uid is not None:
+                        os.chown(name, self.store.s.vpopmail_uid, self.store.s.vpopmail_gid, dir_fd=fd,
+                                 follow_symlinks=False)
+                except OSError as exc:
+                    return err("0.1603", os.strerror(exc.errno or 5))
         except OSError as exc:
             return err("0.1602", os.strerror(exc.errno or 5))
-        try:
-            if os.geteuid() == 0 and self.store.s.vpopmail_uid is not None:
-                os.lchown(path, self.store.s.vpopmail_uid, self.store.s.vpopmail_gid)
-        except OSError as exc:
-            return err("0.1603", os.strerror(exc.errno or 5))
         return ok()
 
     def c_rm_dir(self, args, line):
@@ -1000,9 +1031,10 @@ class Session:
         import shutil
 
         try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):  # a symlink is no directory to empty
-                raise NotADirectoryError(20, "Not a directory")
-            shutil.rmtree(path)
+            with self._at(path) as (fd, name):
+                if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):  # a symlink is no directory to empty
+                    raise NotADirectoryError(20, "Not a directory")
+                shutil.rmtree(name, dir_fd=fd)  # fd-based: never follows a symlink inside
         except OSError as exc:
             return err("0.1702", os.strerror(exc.errno or 5))
         return ok()
@@ -1014,7 +1046,8 @@ class Session:
         if reply:
             return reply
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            with self._at(path) as (dfd, name):
+                fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         except OSError as exc:
             return err("0.1802", os.strerror(exc.errno or 5))
         try:
@@ -1037,7 +1070,8 @@ class Session:
         if reply:
             return reply
         try:
-            os.unlink(path)  # a directory: EISDIR; a symlink: the link goes, never its target
+            with self._at(path) as (fd, name):
+                os.unlink(name, dir_fd=fd)  # a directory: EISDIR; a symlink: the link goes, never its target
         except OSError as exc:
             return err("0.1902", os.strerror(exc.errno or 5))
         return ok()
@@ -1054,7 +1088,8 @@ class Session:
         if reply:
             return reply
         try:
-            os.rename(src, dst)
+            with self._at(src) as (sfd, sname), self._at(dst) as (dfd, dname):
+                os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
         except OSError as exc:
             return err("0.3803", os.strerror(exc.errno or 5))
         return ok()
@@ -1066,7 +1101,9 @@ class Session:
         if reply:
             return reply
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666 & ~_umask())
+            with self._at(path) as (dfd, name):
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                             0o666 & ~_umask(), dir_fd=dfd)
         except OSError as exc:
             return err("0.2002", os.strerror(exc.errno or 5))
         f = self._open_file = os.fdopen(fd, "wb")
@@ -1101,7 +1138,8 @@ class Session:
         if reply:
             return reply
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            with self._at(path) as (dfd, name):
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
             with os.fdopen(fd, "rb") as f:
                 data = f.read()
         except OSError as exc:
@@ -1121,7 +1159,8 @@ class Session:
         if reply:
             return reply
         try:
-            st = os.lstat(path)
+            with self._at(path) as (fd, name):
+                st = os.lstat(name, dir_fd=fd)
         except OSError as exc:
             return err("0.2202", os.strerror(exc.errno or 5))
         return b"+OK+" + CRLF + f"uid: {st.st_uid}".encode() + b"\n" + b"." + CRLF
