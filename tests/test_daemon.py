@@ -350,6 +350,23 @@ def test_max_connections(env):
         assert a.cmd("q") == b"+OK \r\n" and b.cmd("q") == b"+OK \r\n"
 
 
+def test_an_address_guessing_passwords_gets_a_few_connections_only(env):
+    """Once an address has failed logins, it may hold --max-per-address connections at most;
+    other addresses, and that address before it failed, are not limited."""
+    with Daemon(env, "--max-per-address", "2", "--workers", "1", "--login-delay", "2") as d:
+        held = [Client(d.port, source="127.0.0.2") for _ in range(3)]  # no failure yet: no limit
+        assert held[0].cmd("login postmaster@example.test wrong") == b"-ERR 8.207 Invalid Login\r\n"
+        s = socket.create_connection(("127.0.0.1", d.port), timeout=5, source_address=("127.0.0.2", 0))
+        assert wait_closed(s)  # three held, limit two: refused
+        others = [Client(d.port) for _ in range(4)]  # 127.0.0.1 is not throttled
+        assert all(c.cmd("q") == b"+OK \r\n" for c in others)
+        for c in held[:2]:
+            c.close()
+        time.sleep(0.2)
+        late = Client(d.port, source="127.0.0.2")  # one held now: a second is allowed
+        assert late.cmd("slogin sysadmin@admin.test SysPass1") == b"+OK \r\n"
+
+
 def test_tls_listener_with_the_remote_backend(env, tmp_path):
     openssl = shutil.which("openssl")
     assert openssl, "openssl is required for the TLS test: .ci/run installs it"

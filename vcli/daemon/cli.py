@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="close a client idle this long (default 60, as the real daemon)")
     p.add_argument("--max-connections", type=int, default=1000, metavar="N",
                    help="refuse connections beyond N at once (default 1000)")
+    p.add_argument("--max-per-address", type=int, default=None, metavar="N",
+                   help="refuse connections beyond N at once from an address with recent failed logins "
+                        "(default a tenth of --max-connections)")
     p.add_argument("--max-line", type=int, default=1023, metavar="BYTES",
                    help="longest input line; longer ones are split as the real daemon does (default 1023)")
     p.add_argument("--login-delay", type=float, default=0.1, metavar="SECONDS",
@@ -117,8 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     def store_factory():
         return Store(settings, warn=log)
 
-    if args.max_line < 2 or args.idle_timeout <= 0 or args.max_connections < 1:
-        log("vpopmaild: --max-line must be at least 2, --idle-timeout and --max-connections positive")
+    if args.max_line < 2 or args.idle_timeout <= 0 or args.max_connections < 1 or (
+            args.max_per_address is not None and args.max_per_address < 1):
+        log("vpopmaild: --max-line must be at least 2, --idle-timeout, --max-connections and "
+            "--max-per-address positive")
         return 64
     server = Server(store_factory, idle_timeout=args.idle_timeout, max_connections=args.max_connections,
                     max_line=args.max_line, audit=audit, log=log,
@@ -153,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     _drop_privileges(args.user)
     workers = max(1, args.workers)
     server.max_connections = max(1, -(-args.max_connections // workers))
+    server.max_per_address = max(1, -(-(args.max_per_address or max(1, args.max_connections // 10)) // workers))
     try:
         code = run_workers(server, socks, ssl_ctx, workers, log)
     except KeyboardInterrupt:

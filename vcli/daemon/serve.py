@@ -88,7 +88,8 @@ class _Stop(Exception):
 class Server:
     def __init__(self, store_factory: Callable[[], object], *, idle_timeout: float = 60.0,
                  max_connections: int = 1000, max_line: int = 1023, audit: Callable[[str], None] | None = None,
-                 log: Callable[[str], None] | None = None, throttle: Throttle | None = None):
+                 log: Callable[[str], None] | None = None, throttle: Throttle | None = None,
+                 max_per_address: int | None = None):
         self.store_factory = store_factory
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -96,6 +97,11 @@ class Server:
         self.audit = audit or (lambda line: None)
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.throttle = throttle or Throttle()
+        # an address with recent failed logins may hold at most this many connections: a
+        # password-guessing flood that drops its connections unanswered cannot fill the daemon
+        # with sessions sleeping out their delay (nor make it hash more than these at a time)
+        self.max_per_address = max_per_address or max(1, max_connections // 10)
+        self.per_address: dict[str, int] = {}
         self.active = 0
         self.stopping = False
         self.store = None
@@ -117,10 +123,12 @@ class Server:
 
         peer = writer.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) else "-"
-        if self.active >= self.max_connections or self.stopping:
+        if self.active >= self.max_connections or self.stopping or (
+                self.per_address.get(addr, 0) >= self.max_per_address and self.throttle.delay(addr) > 0):
             writer.close()
             return
         self.active += 1
+        self.per_address[addr] = self.per_address.get(addr, 0) + 1
         conn = _Conn(asyncio.current_task())
         self.conns.add(conn)
         session = self._session(addr)
@@ -157,6 +165,9 @@ class Server:
             session.close()
             self.conns.discard(conn)
             self.active -= 1
+            left = self.per_address.pop(addr) - 1
+            if left:
+                self.per_address[addr] = left
             try:
                 writer.close()
                 await asyncio.wait_for(writer.wait_closed(), 5)
