@@ -165,7 +165,9 @@ class Checker:
         base = entry.dir.rstrip("/") + "/"
         if not os.path.realpath(u.dir).startswith(os.path.realpath(entry.dir).rstrip("/") + "/"):
             if not u.dir.startswith(base):
+                # nothing is created or changed out there, not even by --repair
                 self.add(u.dir, f"home of {u.name} is outside the domain directory")
+                return
         try:
             st = os.lstat(u.dir)
         except FileNotFoundError:

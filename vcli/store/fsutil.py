@@ -159,7 +159,11 @@ def write_staged(path: str, data: bytes, mode: int = 0o600, owner: Owner = NOBOD
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, tmp_name or f".{os.path.basename(path)}.tmp.{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        # a fresh inode: whatever sits at the temp name (a stale temp file, or a symlink or
+        # hard link planted there) is unlinked, never written through
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
         raise io_error(exc, path) from None
     try:

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..errors import StoreIOError
 from . import cdb
 from .fsutil import atomic_write, journal, locked, read_bytes, remove_file
 
@@ -109,9 +110,7 @@ class QmailFiles:
         """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves."""
         newu = self.path("bin", "qmail-newu")
         if os.access(newu, os.X_OK) and journal() is None:
-            import subprocess
-
-            subprocess.run([newu], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
+            _run_tool(newu, self.dir, "users/cdb", "`vcli check --repair` rebuilds it")
             return
         data = read_bytes(self.path("users", "assign")) or b".\n"
         atomic_write(self.path("users", "cdb"), users_cdb(data), mode=0o644, tmp_name="cdb.tmp")
@@ -155,9 +154,7 @@ class QmailFiles:
     def _compile_morercpthosts(self) -> None:
         newmrh = self.path("bin", "qmail-newmrh")
         if os.access(newmrh, os.X_OK) and journal() is None:
-            import subprocess
-
-            subprocess.run([newmrh], check=True, cwd=self.dir, stdin=subprocess.DEVNULL)
+            _run_tool(newmrh, self.dir, "control/morercpthosts.cdb", "run qmail-newmrh again")
             return
         data = read_bytes(self.path("control", "morercpthosts")) or b""
         recs = [(line.strip().lower(), b"") for line in data.split(b"\n") if line.strip()]
@@ -260,3 +257,18 @@ def users_cdb(assign: bytes) -> bytes:
             records.append((b"!" + local.lower() + b"\0", value))
     records.append((b"", b"".join(last_chars)))
     return cdb.build(records)
+
+
+def _run_tool(path: str, cwd: str, output: str, fix: str) -> None:
+    """Run qmail-newu/qmail-newmrh as qmail does: its own path as the whole argv, no shell, no
+    input.  A failure is one clear error (exit 74) naming what is now stale."""
+    import subprocess
+
+    try:
+        r = subprocess.run([path], cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, close_fds=True)
+    except OSError as exc:
+        raise StoreIOError(f"cannot run {path}: {exc.strerror}; {output} is stale ({fix})") from None
+    if r.returncode != 0:
+        why = r.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {r.returncode}"]
+        raise StoreIOError(f"{os.path.basename(path)} failed ({why[0]}); {output} is stale ({fix})")

@@ -541,7 +541,7 @@ class Store(BackendCommon):
             for path, (fmode, data) in files.items():
                 staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
             for vu in maildirsize:
-                staged.extend(self._stage_maildirsize(vu, owner))
+                staged.extend(self._stage_maildirsize(vu, owner, ddir))
             if vp_tmp is not None:
                 os.rename(vp_tmp, vp)  # the commit
                 fsync_dir(ddir)
@@ -578,10 +578,16 @@ class Store(BackendCommon):
             raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({why}); "
                                "the next change or `vcli check --repair` finishes it") from None
 
-    def _stage_maildirsize(self, vu: VUser, owner: Owner) -> list[tuple[str | None, str]]:
-        """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit."""
+    def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str) -> list[tuple[str | None, str]]:
+        """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit.
+
+        Never through a symlink out of the domain: a home or Maildir leading elsewhere is left alone."""
         maildir = os.path.join(vu.dir, "Maildir")
         path = os.path.join(maildir, "maildirsize")
+        base = os.path.realpath(ddir).rstrip("/") + "/"
+        if os.path.lexists(maildir) and not os.path.realpath(maildir).startswith(base):
+            self.warn(f"Warning: not updating {path}: the Maildir leads outside {ddir}")
+            return []
         if vu.quota in ("NOQUOTA", ""):
             if journal() is not None:
                 try:
@@ -664,7 +670,7 @@ class Store(BackendCommon):
             staged = os.path.join(vu.dir, "Maildir", "tmp", intent.MAILDIRSIZE_TMP)
             discard(staged)
             if committed:
-                for tmp, path in self._stage_maildirsize(vu, owner):
+                for tmp, path in self._stage_maildirsize(vu, owner, ddir):
                     if tmp == "":
                         discard(path)
                     else:
