@@ -141,7 +141,7 @@ def main() -> int:
         print(f"store: {args.users} users in big.test, 1000 in small.test ({time.perf_counter() - t0:.1f} s to build)")
         port = free_port()
         d = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--listen", f"127.0.0.1:{port}",
-                              "--audit-log", os.devnull], env=env, stderr=subprocess.PIPE)
+                              "--audit-log", os.devnull, "--user", "root"], env=env, stderr=subprocess.PIPE)
         d.stderr.readline()
         try:
             rate = slogin_rate("127.0.0.1", port, "u000001@big.test", "Secret-1", args.seconds)

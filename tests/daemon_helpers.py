@@ -43,6 +43,10 @@ class Daemon:
 
     def __init__(self, env: dict, *extra: str):
         self.port = free_port()
+        if "--user" not in extra and os.geteuid() == 0:
+            # started as root the daemon drops to `vpopmail` when that user exists (a machine with
+            # vpopmail installed), who may not be able to read this interpreter or the test store
+            extra = ("--user", "root", *extra)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "vcli.daemon", "--listen", f"127.0.0.1:{self.port}", *extra],
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

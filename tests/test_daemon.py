@@ -620,7 +620,8 @@ def test_listen_on_ipv6_loopback(env):
         except OSError:
             pytest.fail("IPv6 loopback ::1 unavailable")
         port = s.getsockname()[1]
-    p = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--listen", f"[::1]:{port}", "--workers", "1"],
+    p = subprocess.Popen([sys.executable, "-m", "vcli.daemon", "--listen", f"[::1]:{port}", "--workers", "1",
+                          "--user", "root"],  # root: never drop to a vpopmail user of this machine
                          env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         assert b"listening on ::1:" in p.stderr.readline()

@@ -153,8 +153,24 @@ class Checker:
             self.add(cdb_path, why, rebuild)
         dc = DirControl.parse(read_bytes(os.path.join(ddir, ".dir-control")))
         if dc.cur_users != len(users):
+            # real vpopmail updates .dir-control without a lock, so its tools running at once
+            # (with each other or with ours) can lose a count; the count is known, the hashing
+            # position (the_dir) is left as it is
+
+            def recount(ddir=ddir, vp=vp, owner=owner, entry=entry):
+                path = os.path.join(ddir, ".dir-control")
+                with store._domain_lock(entry):
+                    fresh = DirControl.parse(read_bytes(path))
+                    was, fresh.cur_users = fresh.cur_users, len(split_lines(read_bytes(vp) or b""))
+                    try:
+                        mode = stat.S_IMODE(os.stat(path).st_mode)
+                    except FileNotFoundError:
+                        mode = 0o600
+                    atomic_write(path, fresh.dump(), mode, owner, tmp_name=f".dir-control.{os.getpid()}")
+                return f"set the user count of {path} to {fresh.cur_users} (was {was})"
+
             self.add(os.path.join(ddir, ".dir-control"),
-                     f"counts {dc.cur_users} users, vpasswd has {len(users)} (vdominfo's user count is off)")
+                     f"counts {dc.cur_users} users, vpasswd has {len(users)} (vdominfo's user count is off)", recount)
         homes = set()
         for u in users:
             homes.add(os.path.realpath(u.dir))
