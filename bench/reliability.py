@@ -51,15 +51,21 @@ def crash_full() -> dict:
 def concurrency_full() -> dict:
     import concurrency
 
-    figs = concurrency.run(workers=8, ops=500)
+    ref = os.environ.get("VPOPMAIL_REF") or None
+    figs = concurrency.run(workers=8, ops=500, ref=ref)
     lost = len(figs["lost_updates"])
+    real = f" + {figs['ref_ops_ok']} by the real C tools" if ref else ""
     return {
         "rows": [(
             "8 processes x 500 mixed vadduser/vmoduser/vpasswd/vdeluser on one domain, "
             "a daemon client doing add_user/mod_user meanwhile",
-            f"{figs['cli_ops_ok']} + {figs['daemon_ops']} daemon ops in {figs['seconds']} s", "-", "-",
-            f"{lost} lost updates, {len(figs['errors'])} errors, vcli check exit {figs['check_exit']}",
-            "python tests/reliability/concurrency.py --full",
+            f"{figs['cli_ops_ok'] - figs['ref_ops_ok']} classic commands ok{real}, {figs['daemon_ops']} daemon ops, "
+            f"in {figs['seconds']} s",
+            "-", "-",
+            f"{lost} lost updates, {len(figs['errors'])} errors, vcli check exit {figs['check_exit']}"
+            + (f" (C tools' .dir-control drift repaired: {figs['ref_dir_control_drift']})"
+               if figs.get("ref_dir_control_drift") else ""),
+            ("VPOPMAIL_REF=/home/vpopmail/bin " if ref else "") + "python tests/reliability/concurrency.py --full",
         )],
         "ok": not lost and not figs["errors"] and figs["check_exit"] == 0,
     }
@@ -115,7 +121,7 @@ def fuzz_full() -> dict:
                         "tests/test_fuzz.py", "tests/test_store_cdb.py", "tests/test_store_vpasswd.py",
                         "tests/test_formats.py"],
                        cwd=ROOT, env=env, capture_output=True, text=True)
-    examples = sum(int(n) for n in re.findall(r"(\d+) passing examples", r.stdout))
+    examples = sum(int(n) for n in re.findall(r"(\d+) passing, ", r.stdout))
     print(r.stdout[-3000:])
     return {
         "rows": [(

@@ -198,12 +198,12 @@ class Runner:
         if os.path.exists(self.live):
             shutil.rmtree(self.live)
         # the store's paths are absolute, so every trial runs at the same place
-        shutil.copytree(self._frozen, self.live, symlinks=True)
+        _copy(self._frozen, self.live)
 
     def prepare(self) -> None:
         """Freeze the base store, and record old/new state for each scenario."""
         self._frozen = os.path.join(self.workdir, "frozen")
-        shutil.copytree(self.live, self._frozen, symlinks=True)
+        _copy(self.live, self._frozen)
         for sc in self.scenarios:
             self._reset()
             old = state(self.live, sc.passwords_set)
@@ -282,6 +282,12 @@ class Runner:
                 "fault": fault, "exit": r.returncode, "message": r.stderr.strip().splitlines()[-1:],
                 "pending": pending, "outcome": outcome, "problems": problems,
                 "repaired": [x for x in rep.stdout.splitlines() if x.startswith("repaired:")]}
+
+
+def _copy(src: str, dst: str) -> None:
+    """The whole tree with owners and modes (cp -a): on a machine with a vpopmail user the
+    store belongs to it, and a copy owned by root would fail `vcli check`."""
+    subprocess.run(["cp", "-a", "--", src, dst], check=True)
 
 
 def run(step_trials: dict[str, int] | None = None, time_trials: dict[str, int] | None = None,
