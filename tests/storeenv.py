@@ -34,6 +34,44 @@ def make_env(tmp_path) -> dict:
     return env
 
 
+def trial_store(env: dict, domain: str, users: list[str], password: str):
+    """The reliability trials' store: admin.test with the system admin sysadmin@admin.test
+    (SysPass1), and `domain` (postmaster's password Pm-pass1) holding `users`."""
+    from vcli import flags
+    from vcli.config import load_settings
+    from vcli.store.store import NewUser, Store, UserChanges
+
+    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
+    st.add_domain("admin.test", "Admin-pm1")
+    st.add_user("admin.test", NewUser("sysadmin", "SysPass1"))
+    st.mod_user("sysadmin", "admin.test", UserChanges(set_flags=flags.SA_ADMIN))
+    st.add_domain(domain, "Pm-pass1")
+    st.add_users(domain, [NewUser(u, password) for u in users])
+    return st
+
+
+def missing_writes(present: dict, model: dict, who: str) -> list[str]:
+    """What the store lacks of `who`'s last successful writes (the trials' lost updates).
+
+    present: user name -> VUser now in the store; model: user name -> {"gecos", "pw"[, "quota"]}
+    as the last successful operation of `who` left it (absent: deleted, or never added)."""
+    from vcli.store.passwords import verify_password
+
+    lost = []
+    for name, m in model.items():
+        u = present.get(name)
+        if u is None:
+            lost.append(f"{name}: added by {who} and not deleted, but missing")
+            continue
+        if u.gecos != m["gecos"]:
+            lost.append(f"{name}: comment {u.gecos!r}, {who} last set {m['gecos']!r}")
+        if "quota" in m and m["quota"] is not None and u.quota != m["quota"]:
+            lost.append(f"{name}: quota {u.quota!r}, {who} last set {m['quota']!r}")
+        if not verify_password(m["pw"], u.passwd):
+            lost.append(f"{name}: the password {who} last set does not verify")
+    return lost
+
+
 def run(env: dict, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([tool(argv[0]), *argv[1:]], env=env, capture_output=True, text=True, input=stdin)
 

@@ -23,6 +23,7 @@ import io
 import json
 import multiprocessing
 import os
+import pathlib
 import random
 import shutil
 import subprocess
@@ -37,25 +38,18 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 from daemon_helpers import Client, Daemon  # noqa: E402
-from storeenv import make_env, tool  # noqa: E402
+from storeenv import make_env, missing_writes, tool, trial_store  # noqa: E402
 
 from vcli import flags as F  # noqa: E402
 from vcli.config import load_settings  # noqa: E402
-from vcli.store import passwords, quota  # noqa: E402
-from vcli.store.store import NewUser, Store, UserChanges  # noqa: E402
+from vcli.store import quota  # noqa: E402
+from vcli.store.store import Store  # noqa: E402
 
 DOMAIN = "example.test"
 WORKER_LETTERS = "pwibrusf"  # one flag letter per worker, set on the shared accounts
 REF_LETTER = "d"  # the real tools' worker (VPOPMAIL_REF) sets this one
 DAEMON_FIELD = ("no_maildrop", F.BY_NAME["NO_MAILDROP"].bit)
 SHARED = [f"shared{j}" for j in range(4)]
-
-
-class _P(str):
-    def __truediv__(self, other):
-        import pathlib
-
-        return pathlib.Path(self) / other
 
 
 def _setup(root: str, ref: str | None = None) -> dict:
@@ -70,13 +64,8 @@ def _setup(root: str, ref: str | None = None) -> dict:
             raise RuntimeError(f"{', '.join(taken)} already in {env['QMAIL_DIR']}/users/assign: "
                                "run the trial on a scratch installation")
     else:
-        env = make_env(_P(root))
-    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
-    st.add_domain("admin.test", "Admin-pm1")
-    st.add_user("admin.test", NewUser("sysadmin", "SysPass1"))
-    st.mod_user("sysadmin", "admin.test", UserChanges(set_flags=F.SA_ADMIN))
-    st.add_domain(DOMAIN, "Pm-pass1")
-    st.add_users(DOMAIN, [NewUser(u, "Shared-pw1") for u in SHARED])
+        env = make_env(pathlib.Path(root))
+    trial_store(env, DOMAIN, SHARED, "Shared-pw1")
     return env
 
 
@@ -264,31 +253,14 @@ def _verify(env, results, dres, workers, ops, daemon_ops, took, log, ref=None) -
     lost: list[str] = []
     expected_names = set(SHARED) | {"postmaster"}
     for i, res in enumerate(results):
-        for name, m in res["model"].items():
-            expected_names.add(name)
-            u = present.get(name)
-            if u is None:
-                lost.append(f"{name}: added by worker {i} and never deleted, but missing")
-                continue
-            if u.gecos != m["gecos"]:
-                lost.append(f"{name}: comment {u.gecos!r}, worker {i} last set {m['gecos']!r}")
-            if u.quota != m["quota"]:
-                lost.append(f"{name}: quota {u.quota!r}, worker {i} last set {m['quota']!r}")
-            if not passwords.verify_password(m["pw"], u.passwd):
-                lost.append(f"{name}: the password worker {i} last set does not verify")
+        expected_names.update(res["model"])
+        lost += missing_writes(present, res["model"], f"worker {i}" if i < workers else "the real tools' worker")
         for target in set(res["shared"]):
-            bit = F.BY_LETTER[WORKER_LETTERS[i] if i < workers else REF_LETTER].bit
-            if not present[target].gid & bit:
-                lost.append(f"{target}: flag -{WORKER_LETTERS[i]} set by worker {i} is missing")
-    for name, m in dres["model"].items():
-        expected_names.add(name)
-        u = present.get(name)
-        if u is None:
-            lost.append(f"{name}: added over the daemon but missing")
-        elif u.gecos != m["gecos"]:
-            lost.append(f"{name}: comment {u.gecos!r}, the daemon client last set {m['gecos']!r}")
-        elif not passwords.verify_password(m["pw"], u.passwd):
-            lost.append(f"{name}: daemon-set password does not verify")
+            letter = WORKER_LETTERS[i] if i < workers else REF_LETTER
+            if not present[target].gid & F.BY_LETTER[letter].bit:
+                lost.append(f"{target}: flag -{letter} set by worker {i} is missing")
+    expected_names.update(dres["model"])
+    lost += missing_writes(present, dres["model"], "the daemon client")
     for target in set(dres["shared"]):
         if not present[target].gid & DAEMON_FIELD[1]:
             lost.append(f"{target}: {DAEMON_FIELD[0]} set over the daemon is missing")

@@ -23,6 +23,7 @@ logins); the CI test runs a smaller one.
 from __future__ import annotations
 
 import os
+import pathlib
 import random
 import shutil
 import socket
@@ -38,12 +39,10 @@ if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
 from daemon_helpers import Client, Daemon  # noqa: E402
-from storeenv import make_env, tool  # noqa: E402
+from storeenv import make_env, missing_writes, tool, trial_store  # noqa: E402
 
-from vcli import flags as F  # noqa: E402
 from vcli.config import load_settings  # noqa: E402
-from vcli.store import passwords  # noqa: E402
-from vcli.store.store import NewUser, Store, UserChanges  # noqa: E402
+from vcli.store.store import Store  # noqa: E402
 
 DOMAIN = "example.test"
 ATTACKER = "127.0.0.2"
@@ -51,21 +50,9 @@ SEED_USERS = [f"seed{j}" for j in range(50)]
 OK = b"+OK \r\n"
 
 
-class _P(str):
-    def __truediv__(self, other):
-        import pathlib
-
-        return pathlib.Path(self) / other
-
-
 def _setup(root: str) -> dict:
-    env = make_env(_P(root))
-    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
-    st.add_domain("admin.test", "Admin-pm1")
-    st.add_user("admin.test", NewUser("sysadmin", "SysPass1"))
-    st.mod_user("sysadmin", "admin.test", UserChanges(set_flags=F.SA_ADMIN))
-    st.add_domain(DOMAIN, "Pm-pass1")
-    st.add_users(DOMAIN, [NewUser(u, "Seed-pw1") for u in SEED_USERS])
+    env = make_env(pathlib.Path(root))
+    trial_store(env, DOMAIN, SEED_USERS, "Seed-pw1")
     return env
 
 
@@ -328,14 +315,7 @@ def _verify(env, root, load, lorises, attack, newcomer, attempts, start, flood_s
     present = {u.name: u for u in st.list_users(DOMAIN)}
     lost: list[str] = []
     for cl in load:
-        for name, m in cl.model.items():
-            u = present.get(name)
-            if u is None:
-                lost.append(f"{name}: added by client {cl.i} and not deleted, but missing")
-            elif u.gecos != m["gecos"]:
-                lost.append(f"{name}: comment {u.gecos!r}, client {cl.i} last set {m['gecos']!r}")
-            elif not passwords.verify_password(m["pw"], u.passwd):
-                lost.append(f"{name}: the password client {cl.i} last set does not verify")
+        lost += missing_writes(present, cl.model, f"client {cl.i}")
         for name in cl.deleted - set(cl.model):
             if name in present:
                 lost.append(f"{name}: deleted by client {cl.i} but present")
