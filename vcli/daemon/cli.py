@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             "--max-per-address positive")
         return 64
     server = Server(store_factory, idle_timeout=args.idle_timeout, max_connections=args.max_connections,
-                    max_line=args.max_line, audit=audit, log=log,
+                    max_per_address=args.max_per_address, max_line=args.max_line, audit=audit, log=log,
                     throttle=Throttle(base=args.login_delay, cap=args.login_delay_max))
     if args.stdio:
         return server.serve_stdio()
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     _drop_privileges(args.user)
     workers = max(1, args.workers)
     server.max_connections = max(1, -(-args.max_connections // workers))
-    server.max_per_address = max(1, -(-(args.max_per_address or max(1, args.max_connections // 10)) // workers))
+    server.max_per_address = max(1, -(-server.max_per_address // workers))
     try:
         code = run_workers(server, socks, ssl_ctx, workers, log)
     except KeyboardInterrupt:

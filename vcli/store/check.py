@@ -19,7 +19,7 @@ from ..errors import CorruptStore
 from . import intent
 from .cdb import records
 from .dircontrol import DirControl
-from .fsutil import Owner, atomic_write, read_bytes
+from .fsutil import Owner, atomic_write, read_bytes, resolves_within
 from .qmail import AssignEntry, users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
@@ -179,7 +179,7 @@ class Checker:
 
     def _check_user(self, entry: AssignEntry, u, owner: Owner) -> None:
         base = entry.dir.rstrip("/") + "/"
-        if not os.path.realpath(u.dir).startswith(os.path.realpath(entry.dir).rstrip("/") + "/"):
+        if not resolves_within(u.dir, entry.dir):
             if not u.dir.startswith(base):
                 # nothing is created or changed out there, not even by --repair
                 self.add(u.dir, f"home of {u.name} is outside the domain directory")

@@ -68,6 +68,14 @@ def make_dir(path: str, mode: int = 0o700, owner: Owner | None = None) -> None:
         owner.apply(path)
 
 
+def resolves_within(path: str, base: str, *, or_equal: bool = False) -> bool:
+    """The real location of `path` is below that of `base`, by whole components (or is it, with
+    or_equal): the guard before acting on a path read from a store file, which a symlink or a
+    hostile line could point anywhere."""
+    real, top = os.path.realpath(path), os.path.realpath(base).rstrip("/")
+    return real.startswith(top + "/") or (or_equal and real == top)
+
+
 def is_dir(path: str) -> bool:
     return os.path.isdir(path) or (_journal is not None and path in _journal.dirs)
 

@@ -52,6 +52,7 @@ from .fsutil import (
     read_bytes,
     remove_file,
     remove_tree,
+    resolves_within,
     write_staged,
 )
 from .limits import Limits
@@ -584,8 +585,7 @@ class Store(BackendCommon):
         Never through a symlink out of the domain: a home or Maildir leading elsewhere is left alone."""
         maildir = os.path.join(vu.dir, "Maildir")
         path = os.path.join(maildir, "maildirsize")
-        base = os.path.realpath(ddir).rstrip("/") + "/"
-        if os.path.lexists(maildir) and not os.path.realpath(maildir).startswith(base):
+        if os.path.lexists(maildir) and not resolves_within(maildir, ddir):
             self.warn(f"Warning: not updating {path}: the Maildir leads outside {ddir}")
             return []
         if vu.quota in ("NOQUOTA", ""):
@@ -633,10 +633,9 @@ class Store(BackendCommon):
                 raw[vu.name] = line.decode("utf-8", "surrogateescape")
         # a modification committed if vpasswd holds the lines it wrote
         committed = bool(record["lines"]) and all(raw.get(u) == x for u, x in record["lines"].items())
-        inside = os.path.realpath(ddir).rstrip("/") + "/"
         for user, home in record["add"].items():
             tmp = intent.tmp_home(home)
-            if not os.path.realpath(os.path.dirname(tmp)).startswith(inside.rstrip("/")):
+            if not resolves_within(os.path.dirname(tmp), ddir, or_equal=True):
                 continue  # never act on a path outside the domain, whatever the record says
             vu = current.get(user)
             if vu is not None and vu.dir == home:
@@ -957,7 +956,6 @@ class Store(BackendCommon):
 
     def _remove_tree(self, path: str, must_be_under: str, progress: Callable[[int], None] | None = None) -> None:
         """Delete a user or domain directory, never following a symlink out of the store."""
-        base = os.path.realpath(must_be_under)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
@@ -965,8 +963,7 @@ class Store(BackendCommon):
         if stat.S_ISLNK(st.st_mode):
             remove_file(path)  # vpopmail: a symlinked domain dir loses only the link
             return
-        real = os.path.realpath(path)
-        if not real.startswith(base.rstrip("/") + "/"):
+        if not resolves_within(path, must_be_under):
             self.warn(f"Warning: not removing {path}: outside {must_be_under}")
             return
         try:
