@@ -106,6 +106,13 @@ class Client:
             if ln == b".\r\n":
                 return out
 
+    def mod_user(self, address: str, option: str) -> bytes:
+        """One mod_user with one option line, sent whole (the daemon answers an unknown user only
+        after the '.'); returns the final reply."""
+        self.send(f"mod_user {address}\r\n{option}\r\n.".encode() + b"\r\n")
+        first = self.line()
+        return self.line() if first == b"+OK \r\n" else first
+
     def close(self) -> None:
         self.sock.close()
 

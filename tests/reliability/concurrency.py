@@ -182,12 +182,8 @@ def _daemon_ops(port, ops, rng, model, shared, errors, done) -> None:
                 errors.append(f"add_user {name}: {reply!r}")
         else:
             target = rng.choice(SHARED) if r > 0.8 else rng.choice(names)
-            # sent whole: the daemon answers an unknown user only after the '.'
             gecos = f"D mod {k}"
-            option = f"{field} 1" if target in SHARED else f"comment {gecos}"
-            c.send(f"mod_user {target}@{DOMAIN}\r\n{option}\r\n.".encode() + b"\r\n")
-            first = c.line()
-            reply = c.line() if first == b"+OK \r\n" else first
+            reply = c.mod_user(f"{target}@{DOMAIN}", f"{field} 1" if target in SHARED else f"comment {gecos}")
             if reply != b"+OK \r\n":
                 errors.append(f"mod_user {target}: {reply!r}")
                 continue

@@ -127,7 +127,7 @@ class LoadClient(threading.Thread):
                     change, key, value = "comment", "gecos", f"C {self.i} {k}"
                 else:
                     change, key, value = "clear_text_password", "pw", f"New-{self.i}-{k}"
-                reply = self.timed("mod_user", self._mod, c, who, f"{change} {value}")
+                reply = self.timed("mod_user", c.mod_user, f"{who}@{DOMAIN}", f"{change} {value}")
                 if reply == OK:
                     self.model[who][key] = value
                     self.writes += 1
@@ -144,13 +144,6 @@ class LoadClient(threading.Thread):
                     self.errors.append(f"del_user {who}: {reply!r}")
         c.cmd("quit")
         c.close()
-
-    @staticmethod
-    def _mod(c: Client, who: str, option: str) -> bytes:
-        # sent whole: the daemon answers an unknown user only after the '.'
-        c.send(f"mod_user {who}@{DOMAIN}\r\n{option}\r\n.".encode() + b"\r\n")
-        first = c.line()
-        return c.line() if first == OK else first
 
 
 class Slowloris(threading.Thread):
