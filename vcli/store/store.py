@@ -60,6 +60,9 @@ from .qmail import AssignEntry, QmailFiles
 from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
 
 MAX_ALIAS_LINE = 160
+# alias names whose .qmail- file is not an alias: `default` is the domain's catch-all (.qmail-default,
+# written by vadddomain).  `foo-default` (qmail's extension default of foo-*, ezmlm's list files) stays legal.
+RESERVED_ALIASES = frozenset({"default"})
 
 
 @dataclass
@@ -985,6 +988,12 @@ class Store(BackendCommon):
         alias = alias.lower()
         if not alias or "/" in alias or alias.startswith(".") or any(c in alias for c in "\0\n\r"):
             raise IllegalUsername()
+        if alias in RESERVED_ALIASES:
+            raise IllegalUsername(f"alias name {alias} is reserved: .qmail-{alias} is the domain's catch-all, "
+                                  "not an alias")
+        if ":" in alias:  # `a:b` and `a.b` would both be .qmail-a:b
+            raise IllegalUsername(f"alias name {alias} is illegal: ':' would collide with the alias "
+                                  f"{alias.replace(':', '.')}")
         return os.path.join(entry.dir, ".qmail-" + alias.replace(".", ":"))
 
     def _alias_lock(self, entry: AssignEntry):
