@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..errors import StoreIOError
 from . import cdb
-from .fsutil import atomic_write, journal, locked, read_bytes, remove_file
+from .fsutil import atomic_write, io_error, journal, locked, read_bytes, remove_file
 
 RCPTHOSTS_MAX = 50  # beyond this many lines new domains go to morercpthosts
 
@@ -86,7 +86,11 @@ class QmailFiles:
         try:
             with cdb.CdbReader(path, j.files.get(path) if j and path in j.files else None) as r:
                 value = r.get(b"!" + domain.encode() + b"-")
-        except (OSError, ValueError):
+        except FileNotFoundError:
+            return None
+        except OSError as exc:  # unreadable is not "no such domain"
+            raise io_error(exc, path) from None
+        except ValueError:
             return None
         if value is None:
             return None
@@ -107,13 +111,17 @@ class QmailFiles:
         self.compile_assign()
 
     def compile_assign(self) -> None:
-        """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves."""
+        """Regenerate users/cdb: qmail-newu when installed, else the same bytes ourselves.
+
+        Under the assign lock: qmail-newu and we both write the fixed temp name users/cdb.tmp,
+        and the last compile must see the last edit of users/assign."""
         newu = self.path("bin", "qmail-newu")
-        if os.access(newu, os.X_OK) and journal() is None:
-            _run_tool(newu, self.dir, "users/cdb", "`vcli check --repair` rebuilds it")
-            return
-        data = read_bytes(self.path("users", "assign")) or b".\n"
-        atomic_write(self.path("users", "cdb"), users_cdb(data), mode=0o644, tmp_name="cdb.tmp")
+        with locked(self.path("users", "assign") + ".lock", self.lock_wait):
+            if os.access(newu, os.X_OK) and journal() is None:
+                _run_tool(newu, self.dir, "users/cdb", "`vcli check --repair` rebuilds it")
+                return
+            data = read_bytes(self.path("users", "assign")) or b".\n"
+            atomic_write(self.path("users", "cdb"), users_cdb(data), mode=0o644, tmp_name="cdb.tmp")
 
     # --- control files --------------------------------------------------------
 
