@@ -122,7 +122,9 @@ class Checker:
         good_lines: list[bytes] = []
         for n, line in enumerate(lines, 1):
             if not line.endswith(b"\n"):
-                self.add(vp, f"line {n} has no newline (vpopmail would not index it)")
+                self.add(vp, f"line {n} has no newline (vpopmail would not index it)",
+                         (lambda vp=vp, owner=owner, entry=entry: _fix_newline(store, entry, vp, owner))
+                         if line.count(b":") >= 6 else None)
             try:
                 users.append(parse_line(line))
                 good_lines.append(line)
@@ -146,6 +148,7 @@ class Checker:
 
             def rebuild(vp=vp, owner=owner, entry=entry):
                 with store._domain_lock(entry):
+                    _fix_newline(store, entry, vp, owner)  # else the cdb would lose the last user
                     fresh = split_lines(read_bytes(vp) or b"")
                     atomic_write(vp + ".cdb", build_cdb(fresh), 0o600, owner, tmp_name="cdb.tmp")
                 return f"rebuilt {vp}.cdb from vpasswd"
@@ -294,6 +297,20 @@ def check(store, domain: str | None = None) -> list[Problem]:
     if not domain:
         c.check_unregistered(store.qmail.assign_entries())
     return c.problems
+
+
+def _fix_newline(store, entry: AssignEntry, vp: str, owner: Owner) -> str:
+    """Give vpasswd's last line its newline when that line is a record the readers accept
+    (6 colons: listings and vpopmail's own parser take it), so a cdb rebuild indexes it."""
+    with store._domain_lock(entry):
+        data = read_bytes(vp) or b""
+        last = split_lines(data)[-1:]
+        if not last or last[0].endswith(b"\n") or last[0].count(b":") < 6:
+            return f"{vp}: last line left as it is"
+        mode = stat.S_IMODE(os.stat(vp).st_mode)
+        atomic_write(vp, data + b"\n", mode, owner, tmp_name=f"vpasswd.bak.{os.getpid()}")
+        atomic_write(vp + ".cdb", build_cdb(split_lines(data + b"\n")), 0o600, owner, tmp_name="cdb.tmp")
+        return f"added the missing newline at the end of {vp} and rebuilt {vp}.cdb"
 
 
 def _unlink(path: str) -> str:
