@@ -143,8 +143,9 @@ def test_leftovers_of_interrupted_commands(st):
     assert check(st).out == f"{orphan}: mailbox not in vpasswd (orphaned; left alone)\n"
 
 
-def test_interrupted_add_is_reported_then_completed_by_repair(st):
-    """An intent record as a SIGKILL leaves it (the crash trials make real ones)."""
+def test_interrupted_add_is_reported_then_undone_by_repair(st):
+    """An intent record as a SIGKILL leaves it (the crash trials make real ones); carol never
+    reached vpasswd, so check says the replay undoes it, and --repair says it did."""
     carol = dom(st, "carol")
     os.makedirs(dom(st, ".vcli-new.carol", "Maildir", "new"))
     with open(dom(st, ".vcli-intent"), "w") as f:
@@ -152,9 +153,9 @@ def test_interrupted_add_is_reported_then_completed_by_repair(st):
                    "files": {}, "maildirsize": [], "lines": {}}, f)
     got = problems(st)
     assert len(got) == 1 and got[0].startswith(f"{dom(st, '.vcli-intent')}: interrupted vadduser (pid 1, ")
-    assert got[0].endswith(", carol); the next change to the domain or --repair completes it")
+    assert got[0].endswith(", carol); the next change to the domain or --repair undoes it")
     r = check(st, "--repair")
-    assert r.rc == 0 and r.out.startswith("repaired: completed the interrupted vadduser")
+    assert r.rc == 0 and r.out.startswith("repaired: undid the interrupted vadduser")
     assert "Note: undone an interrupted vadduser" in r.err  # carol never reached vpasswd
     assert not os.path.exists(carol) and not os.path.exists(dom(st, ".vcli-new.carol"))
     assert check(st).rc == 0

@@ -19,7 +19,7 @@ from ..errors import CorruptStore
 from . import intent
 from .cdb import records
 from .dircontrol import DirControl
-from .fsutil import Owner, atomic_write, read_bytes, resolves_within
+from .fsutil import Owner, atomic_write, locked, read_bytes, resolves_within
 from .qmail import AssignEntry, users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
@@ -103,13 +103,17 @@ class Checker:
             record = None
         if record is not None:
             def replay(entry=entry, record=record):
-                with store._domain_lock(entry):  # the lock replays it (unless someone just did)
-                    pass
-                return f"completed the {intent.describe(record)}"
+                with locked(os.path.join(entry.dir, ".vpasswd.lock"), store.lock_wait, owner):
+                    done = store._replay(entry) if intent.pending(entry.dir) else None
+                if done is None:
+                    return f"the {intent.describe(record)} was replayed meanwhile by another command"
+                return f"{'completed' if done else 'undid'} the {intent.describe(record)}"
 
+            # say what the replay will do: finish a change vpasswd already shows, else undo it
+            will = "completes" if store._replay_outcome(entry, record)[0] else "undoes"
             self.add(intent.path(ddir), f"{intent.describe(record)}; the next change to the domain or "
-                     "--repair completes it", replay)
-            return  # the rest is checked once it is completed
+                     f"--repair {will} it", replay)
+            return  # the rest is checked once it is replayed
         if not os.path.exists(os.path.join(ddir, ".qmail-default")):
             self.add(os.path.join(ddir, ".qmail-default"), "missing (mail to unknown users is not handled)")
         vp = os.path.join(ddir, "vpasswd")

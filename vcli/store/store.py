@@ -606,8 +606,9 @@ class Store(BackendCommon):
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
         return [(write_staged(path, data, 0o600, owner, tmp_name), path)]
 
-    def _replay(self, entry: AssignEntry) -> None:
-        """Finish or undo a change interrupted in this domain (caller holds the lock).
+    def _replay(self, entry: AssignEntry) -> bool | None:
+        """Finish or undo a change interrupted in this domain (caller holds the lock); True when
+        it was finished, False when undone, None when there was nothing to replay.
 
         Per user: an added user present in vpasswd with the planned home gets its tree
         renamed in, otherwise the temp tree goes; a removed user absent from vpasswd has
@@ -617,32 +618,17 @@ class Store(BackendCommon):
         ddir = entry.dir
         record = intent.load(ddir)
         if record is None:
-            return
+            return None
         owner = self._owner(entry)
         vp = self._vpasswd(entry)
         lines = split_lines(read_bytes(vp) or b"")
-        wanted = {n.encode("utf-8", "surrogateescape") for key in ("add", "remove") for n in record[key]}
-        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["maildirsize"]}
-        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["lines"]}
-        current: dict[str, VUser] = {}
-        raw: dict[str, str] = {}
-        for line in lines:
-            if line_name(line) in wanted:
-                try:
-                    vu = parse_line(line)
-                except ValueError:
-                    continue
-                current[vu.name] = vu
-                raw[vu.name] = line.decode("utf-8", "surrogateescape")
-        # a modification committed if vpasswd holds the lines it wrote
-        committed = bool(record["lines"]) and all(raw.get(u) == x for u, x in record["lines"].items())
+        committed, current = self._replay_outcome(entry, record, lines)
         for user, home in record["add"].items():
             tmp = intent.tmp_home(home)
             if not resolves_within(os.path.dirname(tmp), ddir, or_equal=True):
                 continue  # never act on a path outside the domain, whatever the record says
             vu = current.get(user)
             if vu is not None and vu.dir == home:
-                committed = True
                 if os.path.isdir(tmp) and not os.path.lexists(home):
                     os.rename(tmp, home)
                     fsync_dir(os.path.dirname(home))
@@ -654,7 +640,6 @@ class Store(BackendCommon):
         _drop_empty_hash_dirs(ddir, [h for u, h in record["add"].items() if u not in current])
         for user, home in record["remove"].items():
             if user not in current:
-                committed = True
                 self._remove_tree(home, ddir)
         for path, tmp_name in record["files"].items():
             tmp = os.path.join(os.path.dirname(path), tmp_name)
@@ -685,6 +670,39 @@ class Store(BackendCommon):
         intent.end(ddir)
         how = "finished" if committed else "undone"
         self.warn(f"Note: {how} an {intent.describe(record)} in {entry.real}")
+        return committed
+
+    def _replay_outcome(self, entry: AssignEntry, record: dict,
+                        lines: list[bytes] | None = None) -> tuple[bool, dict[str, VUser]]:
+        """(committed, the record's users now in vpasswd): whether a replay finishes the
+        interrupted change (vpasswd shows it) or undoes it.  Reads only, so `vcli check` can say
+        which before --repair does it."""
+        if lines is None:
+            lines = split_lines(read_bytes(self._vpasswd(entry)) or b"")
+        wanted = {n.encode("utf-8", "surrogateescape") for key in ("add", "remove") for n in record[key]}
+        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["maildirsize"]}
+        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["lines"]}
+        current: dict[str, VUser] = {}
+        raw: dict[str, str] = {}
+        for line in lines:
+            if line_name(line) in wanted:
+                try:
+                    vu = parse_line(line)
+                except ValueError:
+                    continue
+                current[vu.name] = vu
+                raw[vu.name] = line.decode("utf-8", "surrogateescape")
+        # a modification committed if vpasswd holds the lines it wrote
+        committed = bool(record["lines"]) and all(raw.get(u) == x for u, x in record["lines"].items())
+        for user, home in record["add"].items():
+            if not resolves_within(os.path.dirname(intent.tmp_home(home)), entry.dir, or_equal=True):
+                continue
+            vu = current.get(user)
+            if vu is not None and vu.dir == home:
+                committed = True
+        if any(user not in current for user in record["remove"]):
+            committed = True
+        return committed, current
 
     def _check_gecos(self, gecos: str) -> str:
         if ":" in gecos or any(c in gecos for c in "\0\n\r"):
