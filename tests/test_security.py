@@ -125,17 +125,23 @@ def test_vdeldomain_never_follows_a_symlink_out(site):
     assert snapshot(outside) == before
 
 
-def test_vdeldomain_of_a_symlinked_domain_dir_removes_the_link_only(site):
-    """vpopmail sites move big domains to other disks with a symlink: vdeldomain drops the link."""
+def test_vdeldomain_of_a_symlinked_domain_dir_removes_the_link_and_its_tree(site):
+    """vpopmail sites move big domains to other disks with a symlink: vdeldomain removes the
+    domain's tree where the link leads and the link (vpopmail drops only the link, leaving the
+    mail behind: README "Deliberate differences"), never following a link inside it."""
     env, root, outside = site
     ddir = os.path.dirname(_home(env))
-    moved = outside / "example.test"
+    moved = root / "otherdisk" / "example.test"
+    moved.parent.mkdir()
     os.rename(ddir, moved)
     os.symlink(moved, ddir)
+    os.symlink(outside, moved / "linked-dir")
+    before = snapshot(outside)
     r = run(env, "vdeldomain", "example.test")
     assert r.returncode == 0, r.stderr
     assert not os.path.lexists(ddir)
-    assert (moved / "vpasswd").exists()
+    assert not os.path.lexists(moved) and moved.parent.is_dir()
+    assert snapshot(outside) == before
 
 
 def test_a_quota_change_never_writes_through_a_maildir_leading_out(site):

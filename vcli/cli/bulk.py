@@ -53,7 +53,12 @@ def hash_all(passwords: list[str], scheme: str, jobs: int) -> list[str]:
     size = max(256, len(passwords) // (jobs * 8))
     chunks = [(passwords[i : i + size], scheme) for i in range(0, len(passwords), size)]
     out: list[str] = []
-    with ProcessPoolExecutor(jobs) as pool:
+    import os
+
+    from ..store.store import _die_with_parent
+
+    # the workers die with the command (SIGKILL included), as the tree builders do
+    with ProcessPoolExecutor(jobs, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
         for part in pool.map(_hash_chunk, chunks):
             out.extend(part)
     return out

@@ -88,9 +88,12 @@ class Checker:
         ddir = entry.dir
         owner = Owner(entry.uid, entry.gid)
         try:
-            st = os.lstat(ddir)
+            # a symlinked domain directory (domains on another disk) is checked where it leads;
+            # symlinks inside the domain are still never followed
+            st = os.stat(ddir)
         except FileNotFoundError:
-            self.add(ddir, "domain directory missing")
+            self.add(ddir, "domain directory missing" if not os.path.islink(ddir) else
+                     f"symlink to the missing {os.readlink(ddir)}")
             return
         if not stat.S_ISDIR(st.st_mode):
             self.add(ddir, "not a directory")

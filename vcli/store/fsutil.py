@@ -83,7 +83,10 @@ def is_dir(path: str) -> bool:
 def remove_file(path: str) -> None:
     """unlink (FileNotFoundError when missing); recorded in dry-run mode."""
     if _journal is not None:
-        old = read_bytes(path)
+        if os.path.islink(path) and path not in _journal.files:  # the link goes, not what it names
+            old = os.readlink(path).encode("utf-8", "surrogateescape")
+        else:
+            old = read_bytes(path)
         if old is None:
             raise FileNotFoundError(path)
         _journal.files[path] = None

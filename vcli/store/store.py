@@ -8,6 +8,7 @@ work on the same domain at the same time.  Nothing here prints or exits.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -56,7 +57,7 @@ from .fsutil import (
     write_staged,
 )
 from .limits import Limits
-from .qmail import AssignEntry, QmailFiles
+from .qmail import AssignEntry, QmailFiles, _assign_key
 from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
 
 MAX_ALIAS_LINE = 160
@@ -288,26 +289,44 @@ class Store(BackendCommon):
                    undo_count: tuple[bytes, bytes | None] | None = None) -> list[str]:
         """vdeldomain; a real domain takes its aliases with it.  Returns the aliases removed.
 
+        Every directory to be changed is checked writable first, then qmail's files are
+        updated (undone again if a later qmail step fails), and only then is the mail
+        removed: a failure before that leaves the domain whole.  A symlinked domain
+        directory (domains on another disk) loses its target tree and the link.
         `progress` is called with the number of mailboxes removed so far.  `undo_count`
         (what add_domain wrote, what was there before) puts domains/.dir-control back byte
         for byte when a failed vadddomain is undone and nobody counted since."""
         entry = self.domain(domain)
         if entry.is_alias:
-            self._drop_domain_lines(entry)
+            self._check_writable([])
+            self._unregister([entry])
             self.qmail.hup_qmail_send()
             return []
         aliases = [e for e in self.list_domains() if e.real == entry.real and e.name != entry.name]
         if aliases and not force:
             return [a.name for a in aliases]
-        ddir = entry.dir
-        for name in (".qmailadmin-limits", ".dir-control"):
-            try:
-                remove_file(os.path.join(ddir, name))
-            except FileNotFoundError:
-                pass
+        ddir = entry.dir.rstrip("/") or entry.dir
         domains = _domains_root(ddir)
-        self._remove_tree(ddir, domains, progress)
         dc_path = os.path.join(domains, ".dir-control")
+        target = self._domain_target(ddir)
+        dirs = [os.path.dirname(ddir)] + ([os.path.dirname(target)] if target else [])
+        if os.path.exists(dc_path):
+            dirs.append(domains)
+        self._check_writable(dirs)
+        self._unregister(aliases + [entry])
+        self.qmail.hup_qmail_send()
+        # qmail no longer knows the domain: from here on only its tree and its count go
+        if os.path.isdir(ddir):
+            for name in (".qmailadmin-limits", ".dir-control"):
+                try:
+                    remove_file(os.path.join(ddir, name))
+                except FileNotFoundError:
+                    pass
+        if target:
+            self._remove_tree(target, os.path.dirname(target), progress)
+            remove_file(ddir)
+        else:
+            self._remove_tree(ddir, domains, progress)
         if os.path.exists(dc_path):
             with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
                 now = read_bytes(dc_path)
@@ -319,19 +338,66 @@ class Store(BackendCommon):
                     data = undo_count[1] if undo_count and now == undo_count[0] else dc.dump()
                     atomic_write(dc_path, data, 0o600 if undo_count else _umask_mode(), self._owner(entry),
                                  tmp_name=f".dir-control.{os.getpid()}")
-        for a in aliases:
-            self._drop_domain_lines(a, compile_now=False)
-        self._drop_domain_lines(entry)
-        self.qmail.hup_qmail_send()
         return [a.name for a in aliases]
 
-    def _drop_domain_lines(self, entry: AssignEntry, compile_now: bool = True) -> None:
-        self.qmail.remove_rcpthost(entry.name)
-        self.qmail.remove_virtualdomain(entry.name)
-        if compile_now:
-            self.qmail.remove_assign(entry)
-        else:
-            self.qmail._remove_lines(self.qmail.path("users", "assign"), {entry.line()})
+    def _domain_target(self, ddir: str) -> str | None:
+        """Where a symlinked domain directory really is (None when it is no symlink).
+
+        The target tree is removed with the link, so a link to a directory holding the store
+        itself (or to /) is refused rather than followed."""
+        if not os.path.islink(ddir):
+            return None
+        target = os.path.realpath(ddir)
+        if not os.path.isdir(target):
+            return None  # a dangling link: only the link goes
+        for keep in (self.root, self.qmail.dir, _domains_root(ddir)):
+            real = os.path.realpath(keep)
+            if real == target or real.startswith(target.rstrip("/") + "/"):
+                raise StoreIOError(f"{ddir}: links to {target}, which holds {keep}; not removing it")
+        return target
+
+    def _check_writable(self, dirs: list[str]) -> None:
+        """Before vdeldomain changes anything: qmail's users/ and control/ directories, their lock
+        files and `dirs` must be writable (access(2) also sees a read-only mount), else exit 74."""
+        q = self.qmail
+        need = [q.path("users"), q.path("control"), *dirs]
+        need += [p for p in (q.path("users", "assign.lock"), q.path("control", "rcpthosts.lock"),
+                             q.path("control", "morercpthosts.lock"), q.path("control", "virtualdomains.lock"))
+                 if os.path.exists(p)]
+        for path in need:
+            if os.path.exists(path) and not os.access(path, os.W_OK | (os.X_OK if os.path.isdir(path) else 0)):
+                err = os.strerror(errno.EROFS if _read_only_fs(path) else errno.EACCES)
+                raise StoreIOError(f"{path}: {err}; nothing was removed")
+
+    def _unregister(self, entries: list[AssignEntry]) -> None:
+        """Take the domains out of users/assign (+ users/cdb), rcpthosts/morercpthosts and
+        virtualdomains; a failure puts back what was taken out (as vadddomain's rollback does)."""
+        q = self.qmail
+        assign = q.path("users", "assign")
+        undo: list[Callable[[], None]] = []
+        try:
+            for e in entries:
+                hosts = (read_bytes(q.path("control", "rcpthosts")) or b"") + b"\n" + (
+                    read_bytes(q.path("control", "morercpthosts")) or b"")
+                if e.name.encode() in hosts.split():
+                    q.remove_rcpthost(e.name)
+                    undo.append(lambda e=e: q.add_rcpthost(e.name))
+                vd = f"{e.name}:{e.name}".encode()
+                if vd in (read_bytes(q.path("control", "virtualdomains")) or b"").split():
+                    q.remove_virtualdomain(e.name)
+                    undo.append(lambda e=e: q.add_virtualdomain(e.name))
+                if e.line() in (read_bytes(assign) or b"").splitlines(keepends=True):
+                    q._remove_lines(assign, {e.line()})
+                    undo.append(lambda e=e: q._insert_sorted(assign, e.line(), _assign_key, before_dot=True))
+            q.compile_assign()
+        except BaseException as first:
+            for step in [*reversed(undo), q.compile_assign] if undo else []:
+                try:
+                    step()
+                except Exception as exc:  # noqa: BLE001 - report, keep undoing, keep the first error
+                    if str(exc) != str(first):
+                        self.warn(f"Error: {exc}")
+            raise
 
     # --- limits ---------------------------------------------------------------
 
@@ -1158,6 +1224,13 @@ def _merge_sorted(lines: list[bytes], new_lines: list[bytes]) -> list[bytes]:
         pos = next((i for i, x in enumerate(out) if line_name(x) > k), len(out))
         out.insert(pos, nl)
     return out
+
+
+def _read_only_fs(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _domains_root(ddir: str) -> str:
