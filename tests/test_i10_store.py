@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import CliStore, assign_cdb, snapshot, tool, vpasswd_cdb
+from cli_helpers import CliStore, assign_cdb, tool, vpasswd_cdb
 from daemon_helpers import Client, Daemon, build_store, env_path
 
 SETPRIV = ["setpriv", "--reuid", "89", "--regid", "89", "--clear-groups"]
