@@ -298,7 +298,7 @@ class Store(BackendCommon):
         for byte when a failed vadddomain is undone and nobody counted since."""
         entry = self.domain(domain)
         if entry.is_alias:
-            self._check_writable([])
+            self._check_writable([entry], [])
             self._unregister([entry])
             self.qmail.hup_qmail_send()
             return []
@@ -312,7 +312,7 @@ class Store(BackendCommon):
         dirs = [os.path.dirname(ddir)] + ([os.path.dirname(target)] if target else [])
         if os.path.exists(dc_path):
             dirs.append(domains)
-        self._check_writable(dirs)
+        self._check_writable(aliases + [entry], dirs)
         self._unregister(aliases + [entry])
         self.qmail.hup_qmail_send()
         # qmail no longer knows the domain: from here on only its tree and its count go
@@ -356,14 +356,24 @@ class Store(BackendCommon):
                 raise StoreIOError(f"{ddir}: links to {target}, which holds {keep}; not removing it")
         return target
 
-    def _check_writable(self, dirs: list[str]) -> None:
-        """Before vdeldomain changes anything: qmail's users/ and control/ directories, their lock
-        files and `dirs` must be writable (access(2) also sees a read-only mount), else exit 74."""
+    def _check_writable(self, entries: list[AssignEntry], dirs: list[str]) -> None:
+        """Before vdeldomain changes anything: the directories of the qmail files it will change
+        (those listing the domains), their lock files and `dirs` must be writable (access(2) also
+        sees a read-only mount), else exit 74 with nothing changed."""
         q = self.qmail
-        need = [q.path("users"), q.path("control"), *dirs]
-        need += [p for p in (q.path("users", "assign.lock"), q.path("control", "rcpthosts.lock"),
-                             q.path("control", "morercpthosts.lock"), q.path("control", "virtualdomains.lock"))
-                 if os.path.exists(p)]
+        files = set()
+        hosts = {"rcpthosts": (read_bytes(q.path("control", "rcpthosts")) or b"").split(),
+                 "morercpthosts": (read_bytes(q.path("control", "morercpthosts")) or b"").split()}
+        vds = (read_bytes(q.path("control", "virtualdomains")) or b"").split()
+        assign = (read_bytes(q.path("users", "assign")) or b"").splitlines(keepends=True)
+        for e in entries:
+            files |= {q.path("control", name) for name, lines in hosts.items() if e.name.encode() in lines}
+            if f"{e.name}:{e.name}".encode() in vds:
+                files.add(q.path("control", "virtualdomains"))
+            if e.line() in assign:
+                files |= {q.path("users", "assign"), q.path("users", "cdb")}
+        need = [os.path.dirname(f) for f in sorted(files)] + dirs
+        need += [f + ".lock" for f in sorted(files) if os.path.exists(f + ".lock")]
         for path in need:
             if os.path.exists(path) and not os.access(path, os.W_OK | (os.X_OK if os.path.isdir(path) else 0)):
                 err = os.strerror(errno.EROFS if _read_only_fs(path) else errno.EACCES)
@@ -389,7 +399,7 @@ class Store(BackendCommon):
                 if e.line() in (read_bytes(assign) or b"").splitlines(keepends=True):
                     q._remove_lines(assign, {e.line()})
                     undo.append(lambda e=e: q._insert_sorted(assign, e.line(), _assign_key, before_dot=True))
-            q.compile_assign()
+            q.compile_assign()  # also when the lines were missing: a stale users/cdb must not keep the domain
         except BaseException as first:
             for step in [*reversed(undo), q.compile_assign] if undo else []:
                 try:
