@@ -1058,7 +1058,7 @@ class Store(BackendCommon):
         except FileNotFoundError:
             return
         if stat.S_ISLNK(st.st_mode):
-            remove_file(path)  # vpopmail: a symlinked domain dir loses only the link
+            remove_file(path)  # a symlinked home loses only the link (del_domain handles a symlinked domain)
             return
         if not resolves_within(path, must_be_under):
             self.warn(f"Warning: not removing {path}: outside {must_be_under}")
