@@ -538,7 +538,10 @@ class Store(BackendCommon):
         """Every user from the vpasswd text file, in file order."""
         entry = self.real_entry(domain)
         self._settle(entry)
-        data = read_bytes(self._vpasswd(entry)) or b""
+        try:
+            data = read_bytes(self._vpasswd(entry)) or b""
+        except OSError as exc:
+            raise io_error(exc, self._vpasswd(entry)) from None
         for n, line in enumerate(split_lines(data), 1):
             try:
                 yield parse_line(line)
