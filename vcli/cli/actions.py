@@ -69,6 +69,9 @@ def check_hash_text(hashed: str) -> str:
     """-e / --hashed take a crypt(3) hash verbatim: refuse anything that is not one (an empty
     string, a clear-text password given by mistake), which would leave an account no password
     opens, or (empty) one any password may open in some readers."""
+    from ..store.passwords import check_hash
+
+    check_hash(hashed)  # the characters vpasswd cannot carry, the length (vpopmail's own errors) first
     if not _HASH.fullmatch(hashed):
         raise UsageError("not a crypt(3) hash (want $id$salt$hash, or 13 DES characters)")
     return hashed
