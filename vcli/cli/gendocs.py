@@ -22,14 +22,17 @@ EXIT_CODES = [
     ("0", "success"),
     ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f)"),
     ("64", "bad command line (vcli subcommands); the classic names keep vpopmail's 255"),
-    ("65", "a store file is corrupt and could not be repaired; vcli check found problems"),
+    ("65", "a store file is corrupt and could not be repaired; vcli check found problems; a --from-file line "
+           "is not UTF-8"),
     ("69", "the remote vpopmaild cannot be reached, or closed the connection"),
     ("70", "internal error (a bug: please report)"),
-    ("74", "I/O error: disk full, read-only file system, permission denied"),
+    ("74", "I/O error: disk full, read-only file system, permission denied; a random password that cannot be "
+           "shown"),
     ("75", "store lock busy (File busy try again later!) after --wait"),
     ("76", "the remote vpopmaild answered something unexpected"),
     ("77", "remote login failed, or the login may not do this"),
-    ("78", "bad configuration file"),
+    ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
+           "exist"),
     ("201", "can't delete catchall account"),
     ("220", "can't read domain limits"),
     ("225-231", "a field too long (clear password, dir, quota, gecos, password, domain, user name)"),
@@ -457,7 +460,8 @@ def man_conf() -> str:
         ".SH NAME", "vcli.conf \\- vcli configuration file",
         ".SH DESCRIPTION", _roff("A TOML file: $VCLI_CONFIG, else /etc/vcli/config.toml for root, else "
                                  "~/.config/vcli/config.toml. Settings at top level (or under [store]); "
-                                 "each also comes from its environment variable, which wins."),
+                                 "each also comes from its environment variable, which wins. An unknown key, "
+                                 "and a $VCLI_CONFIG file that does not exist, are errors (exit 78)."),
         ".SH SETTINGS"]
     for key, (env, _typ) in _SETTINGS_ENV.items():
         out += [".TP", f"\\fB{_roff(key)}\\fR (\\fB{_roff(env)}\\fR)", _roff(CONFIG_HELP[key])]
