@@ -15,6 +15,7 @@ from storeenv import make_env
 from storeenv import run as env_run
 
 from vcli.cli import gendocs
+from vcli.config import PROFILE_KEYS
 
 D = "example.test"
 HASH6 = "$6$saltsalt$" + "h" * 86
@@ -120,6 +121,7 @@ def test_i10_06_missing_named_config_is_exit_78(st):
     for argv in (["vcli", "config", "show"], ["vdominfo", D]):
         r = st.run(*argv, env={"VCLI_CONFIG": missing})
         assert r.t == (78, "", f"Error: {missing}: no such config file (named by VCLI_CONFIG)\n"), argv
+    assert tuple(gendocs.PROFILE_HELP) == PROFILE_KEYS  # the keys checked are the keys documented
     good = st.base / "good.toml"
     good.write_text(f'[store]\nqmail_dir = "{st.qm}"\n[profiles.mx]\nremote = "mx:8900"\nlogin = "a@b.test"\n')
     r = st.run("vcli", "config", "show", "-o", "json", env={"VCLI_CONFIG": str(good)})
@@ -170,6 +172,11 @@ def test_i10_19_non_utf8_from_file_names_the_line(backend, tmp_path):
     assert (r.returncode, r.stdout, r.stderr) == (65, "", f"Error: {feed}:3: not UTF-8 text (byte 2)\n")
     r = env_run(backend, "vuserinfo", "-n", "ann@example.test")
     assert (r.returncode, r.stdout) == (255, "")
+    r = env_run(backend, "vcli", "catchall", D)  # .qmail-default is read from the local tree only
+    if "VCLI_REMOTE" in backend:
+        assert (r.returncode, r.stdout, r.stderr) == (64, "", "Error: catchall works on the local store only\n")
+    else:
+        assert (r.returncode, r.stdout) == (0, "delete\n")
 
 
 def _sh(st: CliStore, script: str) -> subprocess.CompletedProcess:
