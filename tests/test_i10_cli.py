@@ -213,6 +213,10 @@ def test_i10_20_random_password_to_a_full_disk(st):
         assert (p.returncode, p.stderr) == (74, "Error: cannot show the random password on standard output "
                                                 "(No space left on device); nothing changed\n"), argv
         assert st.snapshot() == before, argv
+    st.ok("vmoduser", "-d", "bob@example.test")  # NO_PASSWD_CHNG: refused before a password is shown
+    before = st.snapshot()
+    assert st.run("vpasswd", "-r", "bob@example.test").t == (255, "", "Error: Illegal username\n")
+    assert st.snapshot() == before
     r = st.run("vadduser", "-r", "cid@example.test")  # shown, then made
     assert r.rc == 0 and verify(r.out.removeprefix("Random password: ").rstrip("\n"), st.fields(D, "cid")[1])
 

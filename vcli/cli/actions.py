@@ -199,9 +199,11 @@ def set_password(store, address: str, password: str | None, random_len: int | No
     """vpasswd: refuses an unknown user and NO_PASSWD_CHNG with vpopmail's 'Illegal username'."""
     user, domain = store.parse_address(address)
     try:
-        store.get_user(user, domain)
+        u = store.get_user(user, domain)
     except (UserNotFound, DomainNotFound):
         raise IllegalUsername() from None
+    if random_len is not None and show is not None and _no_passwd_chng(store, u, domain):
+        raise IllegalUsername()  # refused before a random password is shown that would never be set
     if random_len is not None:
         password = random_password(random_len)
     elif not password:  # an empty argument is no password: ask, and refuse an empty answer
@@ -214,6 +216,15 @@ def set_password(store, address: str, password: str | None, random_len: int | No
     except PasswordChangeDenied:
         raise IllegalUsername() from None
     return out
+
+
+def _no_passwd_chng(store, u, domain: str) -> bool:
+    """NO_PASSWD_CHNG in the user's effective flags, when this login may read them (the write
+    checks again in any case)."""
+    try:
+        return bool(store.effective_flags(u, store.real_entry(domain).real) & F.NO_PASSWD_CHNG)
+    except VcliError:
+        return False
 
 
 def set_quota(store, target: str, quota: str) -> None:
