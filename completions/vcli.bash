@@ -44,14 +44,14 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias check vpopmaild completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
     case "$cmd" in
         vadduser) opts="--quota -q --comment -c --encrypted -e --random -r --random-length --password-file --exist-ok --no-exist-ok --from-file --hashed --no-hashed --jobs --dry-run -h --help"; kind=address ;;
         vdeluser) opts="--missing-ok --no-missing-ok --dry-run -h --help"; kind=address ;;
-        vmoduser) opts="--quota -q --comment -c --encrypted -e --password-file --clear-flags -x --unset --dir -D --no-cdb -n --dry-run -d --no-password-change -p --no-pop -s --no-smtp -w --no-webmail -i --no-imap -b --bounce-mail -o --override-domain-limits -r --no-relay -a --domain-admin-privileges -S --system-admin-privileges -E --system-expert-privileges -f --no-spamassassin -F --delete-spam -m --no-maildrop -u --no-dialup -0 --user-flag-0 -1 --user-flag-1 -2 --user-flag-2 -3 --user-flag-3 -h --help"; kind=target ;;
+        vmoduser) opts="--quota -q --comment -c --encrypted -e --password-file --clear-password -C --clear-flags -x --unset --dir -D --no-cdb -n --dry-run -d --no-password-change -p --no-pop -s --no-smtp -w --no-webmail -i --no-imap -b --bounce-mail -o --override-domain-limits -r --no-relay -a --domain-admin-privileges -S --system-admin-privileges -E --system-expert-privileges -f --no-spamassassin -F --delete-spam -m --no-maildrop -u --no-dialup -0 --user-flag-0 -1 --user-flag-1 -2 --user-flag-2 -3 --user-flag-3 -h --help"; kind=target ;;
         vuserinfo) opts="--domain -D --fields -a --all -n --name -p --passwd -C --clear -u --uid -g --gid -c --comment -d --dir -q --quota -Q --usage -l --lastauth --format -o -h --help"; kind=address ;;
         vpasswd) opts="--random -r --random-length --password-file --dry-run -h --help"; kind=address ;;
         vsetuserquota) opts="--dry-run -h --help"; kind=target ;;
@@ -59,16 +59,29 @@ _vcli() {
         vdeldomain) opts="--force -f --missing-ok --no-missing-ok --dry-run -h --help"; kind=domain ;;
         vdominfo) opts="--fields -a --all -n --name -u --uid -g --gid -d --dir -t --total -r --real --format -o -h --help"; kind=domain ;;
         vaddaliasdomain) opts="--dry-run -h --help"; kind=domain ;;
-        valias) opts="--insert -i --delete -d --names -n --format -o --dry-run -h --help"; kind=target ;;
+        valias) opts="--insert -i --delete -d --names -n --show -s --format -o --dry-run -h --help"; kind=target ;;
+        catchall) opts="--set --bounce --delete --dry-run -h --help"; kind=domain ;;
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
-        vpopmaild) opts="-h --help"; kind=none ;;
+        vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
         completion) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "show install" -- "$cur")); return; fi ;;
         config) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "path show" -- "$cur")); return; fi ;;
     esac
+    _vcli_value "$cmd" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }
 complete -o default -F _vcli vcli
+
+_vcli_value() {  # command previous-word word: complete an option's value; false when none
+    case "$1:$2" in
+        vuserinfo:--domain|vuserinfo:-D) _vcli_store domains "$3" ;;
+        vuserinfo:--format|vuserinfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vuserinfo:-D) _vcli_store domains "$3" ;;
+        *) return 1 ;;
+    esac
+}
 
 _vcli_classic() {
     local cur; cur="$(_vcli_cur)"
@@ -87,6 +100,7 @@ _vcli_classic() {
         valias) opts="-v -n -s -d -i"; kind=target ;;
         vaddaliasdomain) opts="-v"; kind=domain ;;
     esac
+    _vcli_value "${COMP_WORDS[0]##*/}" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }

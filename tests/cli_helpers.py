@@ -104,7 +104,7 @@ class CliStore:
         for d in (self.vp, self.vp / "etc", self.qm, self.qm / "users"):
             os.chmod(d, 0o755)  # whatever the umask of the test run
         self.env = clean_env(**{"VPOPMAIL_DIR": str(self.vp), "QMAIL_DIR": str(self.qm),
-                                "VCLI_CONFIG": str(self.base / "no-config.toml"),
+                                "VCLI_CONFIG": os.devnull,  # no config file (a missing one is an error)
                                 "VCLI_VPOPMAIL_UID": str(UID), "VCLI_VPOPMAIL_GID": str(GID), **env})
 
     # --- running commands ---------------------------------------------------

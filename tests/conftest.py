@@ -66,7 +66,7 @@ class StoreTree:
 def store(tmp_path, monkeypatch) -> StoreTree:
     """`<tmp>/vpopmail/etc/` with the shipped vlimits.default and password_strength.conf,
     no `<tmp>/vpopmail/domains` yet, and `<tmp>/qmail/users/assign` = `.\\n`."""
-    monkeypatch.setenv("VCLI_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.setenv("VCLI_CONFIG", os.devnull)  # no config file (a missing one is an error)
     for var in [v for v in os.environ if v.startswith("VCLI_")] + ["VPOPMAIL_DIR", "QMAIL_DIR", "VPOPMAIL_DOMAIN"]:
         if var != "VCLI_CONFIG":
             monkeypatch.delenv(var, raising=False)

@@ -147,8 +147,9 @@ def test_vadddomain_random_upper_case_and_errors(st):
 
 
 def test_vadddomain_weak_password_creates_nothing(st):
+    (st.vp / "etc" / "password_strength.conf").write_text("Length >= 8\n")
     before = st.snapshot()
-    r = st.run("vadddomain", "weak.test", "")
+    r = st.run("vadddomain", "weak.test", "Short-1")
     assert r.rc == 186 and r.out == ""
     assert r.err.splitlines()[0] == "Error: (vadduser) password requires more characters "
     assert st.snapshot() == before

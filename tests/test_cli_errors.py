@@ -110,7 +110,8 @@ CASES = [
     P("vmoduser-hash-too-long", ["vmoduser", "-e", "h" * 129, "bob@example.test"], 229,
       "Error: password too long (max=128)"),
     P("vadduser-hash-colon", ["vadduser", "-e", "$1$ab:cd", "ab@example.test"], 236, "Error: bad character"),
-    P("weak-password", ["vadduser", "ab@example.test", ""], 186, "Error: password requires more characters "),
+    P("empty-password", ["vadduser", "ab@example.test", ""], 255,  # empty = none: asked for, none read
+      "Please enter password for ab@example.test: enter password again: Error: No password entered"),
     # quotas, dirs, alias lines
     P("quota-too-long", ["vadduser", "-q", "1" * 20, "ab@example.test", "pw-1"], 227, "Error: quota too long (max=20)"),
     P("vsetuserquota-too-long", ["vsetuserquota", "bob@example.test", "1" * 20], 227,
@@ -121,8 +122,8 @@ CASES = [
     P("vadddomain-quota-too-long", ["vadddomain", "-q", "1" * 20, "new.test", "pw-1"], 227,
       "Error: quota too long (max=20)"),
     P("vadddomain-catchall-quote", ["vadddomain", "-e", "a'b", "new.test", "pw-1"], 236, "Error: bad character"),
-    P("vadddomain-weak-password", ["vadddomain", "new.test", ""], 186,
-      "Error: (vadduser) password requires more characters "),
+    P("vadddomain-empty-password", ["vadddomain", "new.test", ""], 255,
+      "Please enter password for postmaster: enter password again: Error: No password entered"),
     P("vmoduser-dir-colon", ["vmoduser", "-D", "/x:y", "bob@example.test"], 236, "Error: bad character"),
     P("vmoduser-dir-too-long", ["vmoduser", "-D", "/" + "d" * 160, "bob@example.test"], 226,
       "Error: dir too long (max=160)"),

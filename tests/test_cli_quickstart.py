@@ -24,7 +24,7 @@ def test_quickstart_on_the_embedded_store(base):
     home, data = tmp_path / "home", tmp_path / "data"
     home.mkdir()
     env = clean_env(HOME=str(home), XDG_DATA_HOME=str(data), XDG_CONFIG_HOME=str(tmp_path / "config"),
-                    VCLI_CONFIG=str(tmp_path / "no-config.toml"))
+                    VCLI_CONFIG=os.devnull)
     script = str(REPO / "examples" / "quickstart.sh")
 
     def run():

@@ -31,6 +31,8 @@ _SETTINGS_ENV = {
     "vpopmail_uid": ("VCLI_VPOPMAIL_UID", int),
     "vpopmail_gid": ("VCLI_VPOPMAIL_GID", int),
 }
+# the keys of a [profiles.NAME] table (vcli.backend reads them)
+PROFILE_KEYS = ("remote", "login", "password", "tls", "ca_file", "allow_plain", "timeout", "clear_passwords")
 
 
 @dataclass
@@ -95,10 +97,14 @@ def _coerce(name: str, value, typ):
         raise ConfigError(f"bad value for {name}: {value!r}") from None
 
 
-def load_config_file(path: str) -> dict:
+def load_config_file(path: str, required: bool = False) -> dict:
+    """The TOML file at `path` ({} when missing, unless `required`), its keys checked: a misspelt
+    key must not silently leave the setting to the machine's default (another store)."""
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed below; tomllib only imported when a file exists
     except FileNotFoundError:
+        if required:
+            raise ConfigError(f"{path}: no such config file (named by VCLI_CONFIG)") from None
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
@@ -106,9 +112,29 @@ def load_config_file(path: str) -> dict:
 
     try:
         with f:
-            return tomllib.load(f)
+            config = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    check_keys(path, config)
+    return config
+
+
+def check_keys(path: str, config: dict) -> None:
+    """Every key known: settings at top level or in [store], PROFILE_KEYS in [profiles.NAME]."""
+
+    def unknown(where: str, table, known) -> None:
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {where} must be a table")
+        for key in table:
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {where + '.' if where else ''}{key} "
+                                  f"(known: {', '.join(k for k in known if k not in ('store', 'profiles'))})")
+
+    unknown("", config, (*_SETTINGS_ENV, "store", "profiles"))
+    if "store" in config:
+        unknown("store", config["store"], tuple(_SETTINGS_ENV))
+    for name, prof in (config.get("profiles") or {}).items():
+        unknown(f"profiles.{name}", prof, PROFILE_KEYS)
 
 
 def _vpopmail_home() -> str | None:
@@ -174,7 +200,7 @@ def load_settings(overrides: dict | None = None, announce=None) -> Settings:
     config: dict = {}
     config_file = None
     for path in config_paths():
-        config = load_config_file(path)
+        config = load_config_file(path, required=bool(os.environ.get("VCLI_CONFIG")))
         if config:
             config_file = path
             break

@@ -9,6 +9,7 @@ Kept free of typer so the classic entry points start fast.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 
 from .. import flags as F
@@ -48,13 +49,40 @@ def random_length(arg: str | None) -> int:
         raise UsageError(f"bad random password length: {arg}") from None
     if n > 128:
         raise VpopError(code=-27)
-    return max(n, 1)
+    if n < 1:  # an empty random password is no password
+        raise UsageError(f"bad random password length: {arg}")
+    return n
 
 
 def random_password(length: int) -> str:
     from ..store.passwords import random_password as rp
 
     return rp(length)
+
+
+# what a crypt(3) result looks like: $id$[params$]salt$hash (optionally behind a {SCHEME} prefix,
+# which vpopmail skips when verifying), or traditional DES: 13 characters of [./0-9A-Za-z]
+_HASH = re.compile(r"(\{[A-Za-z0-9.+-]+\})?(\$[0-9A-Za-z]+(\$[^$:\s]*)*\$[^$:\s]+|[./0-9A-Za-z]{13})")
+
+
+def check_hash_text(hashed: str) -> str:
+    """-e / --hashed take a crypt(3) hash verbatim: refuse anything that is not one (an empty
+    string, a clear-text password given by mistake), which would leave an account no password
+    opens, or (empty) one any password may open in some readers."""
+    from ..store.passwords import check_hash
+
+    check_hash(hashed)  # the characters vpasswd cannot carry, the length (vpopmail's own errors) first
+    if not _HASH.fullmatch(hashed):
+        raise UsageError("not a crypt(3) hash (want $id$salt$hash, or 13 DES characters)")
+    return hashed
+
+
+NO_PASSWORD = "No password entered"
+
+
+def no_empty(value: str | None) -> str | None:
+    """vpopmail treats an empty option value (-e '', -C '', -c '', -D '') as not given."""
+    return value or None
 
 
 def is_address(target: str) -> bool:
@@ -73,10 +101,14 @@ def full_address(store, address: str) -> tuple[str, str]:
 
 def add_user(store, address: str, password: str | None, *, hashed: str | None = None, gecos: str | None = None,
              quota: str | None = None, random_len: int | None = None, exist_ok: bool = False,
-             ask_password=None) -> list[str]:
-    """vadduser.  Returns the output lines ('Random password: …')."""
+             ask_password=None, show=None) -> list[str]:
+    """vadduser.  Returns the output lines ('Random password: …'), or with `show` hands them to
+    it before anything is written (a random password that cannot be shown changes nothing)."""
     from ..store.store import NewUser
 
+    hashed = no_empty(hashed)  # vadduser -e '': as if not given (then the password is asked for)
+    if hashed is not None:
+        check_hash_text(hashed)
     user, domain = full_address(store, address)
     if store.find_domain(domain) is None:
         raise ClassicError(DomainNotFound().message, 255)
@@ -86,13 +118,22 @@ def add_user(store, address: str, password: str | None, *, hashed: str | None = 
         raise ClassicError("User already exists", 255)
     if random_len is not None:
         password = random_password(random_len)
-    elif password is None and hashed is None:
+    elif not password and hashed is None:  # an empty argument is no password, as in vadduser: ask
         password = ask_password(f"{user}@{domain}") if ask_password else None
         if not password:
-            raise ClassicError("No password entered", 255)
+            raise ClassicError(NO_PASSWORD, 255)
+    out = _shown([f"Random password: {password}"] if random_len is not None else [], show)
     store.add_users(domain, [NewUser(user, password=password, hashed=hashed, gecos=gecos, quota=quota)],
                     exist_ok=exist_ok)
-    return [f"Random password: {password}"] if random_len is not None else []
+    return out
+
+
+def _shown(lines: list[str], show) -> list[str]:
+    """Lines for the caller to print after the change, or (with `show`) shown now, before it."""
+    if show is None:
+        return lines
+    show(lines)
+    return []
 
 
 def del_user(store, address: str, missing_ok: bool = False) -> None:
@@ -154,22 +195,36 @@ def user_info_lines(store, address: str | None, domain: str | None, selectors: s
 
 
 def set_password(store, address: str, password: str | None, random_len: int | None = None,
-                 ask_password=None) -> list[str]:
+                 ask_password=None, show=None) -> list[str]:
     """vpasswd: refuses an unknown user and NO_PASSWD_CHNG with vpopmail's 'Illegal username'."""
     user, domain = store.parse_address(address)
     try:
-        store.get_user(user, domain)
+        u = store.get_user(user, domain)
     except (UserNotFound, DomainNotFound):
         raise IllegalUsername() from None
+    if random_len is not None and show is not None and _no_passwd_chng(store, u, domain):
+        raise IllegalUsername()  # refused before a random password is shown that would never be set
     if random_len is not None:
         password = random_password(random_len)
-    elif password is None:
+    elif not password:  # an empty argument is no password: ask, and refuse an empty answer
         password = ask_password(f"{user}@{domain}") if ask_password else ""
+        if not password:
+            raise ClassicError(NO_PASSWORD, 255)
+    out = _shown([f"Random password: {password}"] if random_len is not None else [], show)
     try:
         store.set_password(user, domain, password)
     except PasswordChangeDenied:
         raise IllegalUsername() from None
-    return [f"Random password: {password}"] if random_len is not None else []
+    return out
+
+
+def _no_passwd_chng(store, u, domain: str) -> bool:
+    """NO_PASSWD_CHNG in the user's effective flags, when this login may read them (the write
+    checks again in any case)."""
+    try:
+        return bool(store.effective_flags(u, store.real_entry(domain).real) & F.NO_PASSWD_CHNG)
+    except VcliError:
+        return False
 
 
 def set_quota(store, target: str, quota: str) -> None:
@@ -201,8 +256,10 @@ class DomainOptions:
 
 
 def add_domain(store, domain: str, password: str | None, opts: DomainOptions, random_len: int | None = None,
-               ask_password=None, hashed: str | None = None) -> list[str]:
+               ask_password=None, hashed: str | None = None, show=None) -> list[str]:
     domain = domain.lower()
+    if hashed is not None:
+        check_hash_text(hashed)
     if store.find_domain(domain):
         raise DomainExists()
     uid = gid = None
@@ -225,17 +282,21 @@ def add_domain(store, domain: str, password: str | None, opts: DomainOptions, ra
         raise UsageError("uid and gid must be numbers") from None
     if random_len is not None:
         password = random_password(random_len)
-    elif password is None and hashed is None:
+    elif not password and hashed is None:  # an empty argument is no password: ask, refuse an empty answer
         password = ask_password("postmaster") if ask_password else ""
+        if not password:
+            raise ClassicError(NO_PASSWORD, 255)
+    out = _shown([f"Random password: {password}"] if random_len is not None else [], show)
     try:
         store.add_domain(domain, password, hashed=hashed, quota_text=opts.quota, catchall=opts.catchall, uid=uid,
                          gid=gid, base_dir=base, optimize=opts.optimize)
     except WeakPassword as exc:
         raise ClassicError(f"(vadduser) {exc.message}", exc.exit_code) from None
-    return [f"Random password: {password}"] if random_len is not None else []
+    return out
 
 
-def del_domain(store, domain: str, force: bool, missing_ok: bool = False, progress=None) -> list[str]:
+def del_domain(store, domain: str, force: bool, missing_ok: bool = False, progress=None,
+               dry_run: bool = False) -> list[str]:
     """vdeldomain; a real domain with aliases needs force.  Returns the warning lines."""
     domain = domain.lower()
     try:
@@ -251,7 +312,8 @@ def del_domain(store, domain: str, force: bool, missing_ok: bool = False, progre
             raise Refused(f"Alias domains exist: {' '.join(aliases)}; use -f to force delete of domain and all aliases",
                           1, prefix="Warning: ")
         if aliases:
-            lines = ["Warning: Alias domains deleted:"] + [f"   {a}" for a in aliases]
+            head = "Warning: Alias domains that would be deleted:" if dry_run else "Warning: Alias domains deleted:"
+            lines = [head] + [f"   {a}" for a in aliases]
     if progress is not None:
         store.del_domain(domain, force=True, progress=progress)
     else:
@@ -377,3 +439,47 @@ def flag_changes(letters: list[str], warn) -> int:
             continue
         bits |= f.bit
     return bits
+
+
+# --- catch-all -------------------------------------------------------------------
+
+CATCHALL_ACTIONS = ("delete", "bounce-no-mailbox")
+
+
+def _local_store(store, what: str):
+    if not hasattr(store, "set_catchall"):
+        raise UsageError(f"{what} works on the local store only")
+    return store
+
+
+def catchall_show(store, domain: str) -> list[str]:
+    """Where mail to unknown users of a domain goes: the target of its .qmail-default's vdelivermail
+    line (an address, a mailbox path, delete or bounce-no-mailbox), else the file's lines."""
+    from ..store.fsutil import read_bytes
+
+    entry = _local_store(store, "catchall").real_entry(domain.lower())
+    data = read_bytes(os.path.join(entry.dir, ".qmail-default"))
+    if data is None:
+        raise ClassicError(f"{entry.real} has no .qmail-default (mail to unknown users bounces)", 1)
+    lines = data.decode("utf-8", "replace").splitlines()
+    m = re.match(r"\|\s*\S*vdelivermail\s+''\s+(\S+)\s*$", lines[0]) if lines else None
+    return [m.group(1)] if m else lines
+
+
+def catchall_set(store, domain: str, address: str | None = None, action: str | None = None) -> None:
+    """Send mail to unknown users to `address` (a mailbox of the domain without '@', as vadddomain -e),
+    or `action` it (delete / bounce-no-mailbox)."""
+    store = _local_store(store, "catchall")
+    real = store.real_entry(domain.lower()).real
+    if address is not None:
+        address = address.strip()
+        if not address:
+            raise UsageError("--set needs an address or a mailbox name")
+        if "@" not in address:
+            from ..errors import UserNotFound
+
+            check = address.lower()
+            if store.find_user(check, real) is None:
+                raise UserNotFound(f"User does not exist: {check}@{real}")
+            address = check
+    store.set_catchall(real, address, action)

@@ -17,7 +17,16 @@ import typer
 from .. import flags as F
 from ..errors import UsageError
 from . import actions as A
-from .common import open_store, read_password, read_secret_file, run, warn
+from .common import (
+    emit_now,
+    guard_std_fds,
+    open_store,
+    print_lines,
+    read_password,
+    read_secret_file,
+    run,
+    warn,
+)
 
 app = typer.Typer(
     name="vcli",
@@ -99,7 +108,19 @@ def _dry(body):
 
 
 def _lines(lines: list[str]) -> None:
-    sys.stdout.write("".join(x + "\n" for x in lines))
+    print_lines(lines)
+
+
+def _csv_cell(value):
+    """A CSV cell: lists as `a;b`, and text a spreadsheet would run as a formula (= + - @, tab, CR
+    first) behind a `'`, as OWASP recommends; JSON output carries the values unchanged."""
+    if isinstance(value, list):
+        value = ";".join(str(x) for x in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value)
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        value = "'" + value
+    return value
 
 
 def _emit_rows(rows: list[dict], fmt: Format, columns: list[str]) -> None:
@@ -112,18 +133,28 @@ def _emit_rows(rows: list[dict], fmt: Format, columns: list[str]) -> None:
         w = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (json.dumps(v) if isinstance(v, list | dict) else v) for k, v in r.items()})
+            w.writerow({k: _csv_cell(v) for k, v in r.items()})
     else:
         from tabulate import tabulate
 
-        table = [[(" ".join(v) if isinstance(v, list) else v) for v in (r.get(c) for c in columns)] for r in rows]
+        from .common import printable
+
+        table = [[printable(" ".join(v) if isinstance(v, list) else str(v if v is not None else ""))
+                  for v in (r.get(c) for c in columns)] for r in rows]
         sys.stdout.write(tabulate(table, headers=columns) + "\n")
 
 
 def _password(password: str | None, password_file: str | None, address: str):
     if password_file:
-        return read_secret_file(password_file)
+        secret = read_secret_file(password_file)
+        if not secret:  # an empty file is not an empty password
+            raise A.ClassicError(f"{A.NO_PASSWORD} ({password_file}: empty first line)", 255)
+        return secret
     return password
+
+
+def _random_len(random: bool, length: int) -> int | None:
+    return A.random_length(str(length)) if random else None
 
 
 # --- users -------------------------------------------------------------------
@@ -152,6 +183,8 @@ def vadduser(
         if from_file:
             from .bulk import bulk_add
 
+            if address or password:
+                raise UsageError("--from-file takes no address or password arguments")
             bulk_add(_store(), from_file, hashed=hashed, exist_ok=exist_ok, jobs=jobs or os.cpu_count() or 1,
                      progress=sys.stderr.isatty() and not _global.get("quiet"))
             return 0
@@ -161,8 +194,8 @@ def vadduser(
             raise UsageError("don't use -r option when giving password on command line")
         pw = _password(password, password_file, address)
         _lines(A.add_user(_store(), address, pw, hashed=encrypted, gecos=comment, quota=quota,
-                          random_len=random_length if random else None, exist_ok=exist_ok,
-                          ask_password=read_password))
+                          random_len=_random_len(random, random_length), exist_ok=exist_ok,
+                          ask_password=read_password, show=emit_now))
 
     _done(body, dry_run)
 
@@ -183,6 +216,7 @@ def _vmoduser(
     comment: str | None,
     encrypted: str | None,
     password_file: str | None,
+    clear_password: str | None,
     clear_flags: bool,
     unset: list[str] | None,
     home: str | None,
@@ -195,15 +229,20 @@ def _vmoduser(
 
     def body():
         letters = [F.BY_FIELD[name].letter for name, on in flag_values.items() if on]
-        ch = UserChanges(gecos=comment, hashed=encrypted, quota=quota, dir=home, clear_flags=clear_flags,
-                         set_flags=A.flag_changes(letters, warn))
+        hashed = A.no_empty(encrypted)  # an empty -e/-c/-D/-C is not given, as in vmoduser
+        if hashed is not None:
+            A.check_hash_text(hashed)
+        ch = UserChanges(gecos=A.no_empty(comment), hashed=hashed, quota=quota, dir=A.no_empty(home),
+                         clear_flags=clear_flags, set_flags=A.flag_changes(letters, warn))
+        if A.no_empty(clear_password) is not None:
+            ch.password, ch.hashed = clear_password, None
         for name in unset or []:
             f = F.BY_FIELD.get(name.replace("-", "_"))
             if f is None:
                 raise UsageError(f"unknown flag {name!r}; one of: {', '.join(x.field for x in F.FLAGS)}")
             ch.unset_flags |= f.bit
         if password_file:
-            ch.password, ch.hashed = read_secret_file(password_file), None
+            ch.password, ch.hashed = _password(None, password_file, target), None
         A.mod_user(_store(), target, ch, rebuild_cdb=not no_cdb)
 
     _done(body, dry_run)
@@ -222,6 +261,9 @@ def _build_vmoduser():
           annotation=Annotated[str | None, typer.Option("--encrypted", "-e", help="Set the password hash verbatim.")]),
         P("password_file", P.KEYWORD_ONLY, default=None,
           annotation=Annotated[str | None, typer.Option(help="New clear-text password from FILE's first line ('-' = stdin).")]),
+        P("clear_password", P.KEYWORD_ONLY, default=None,
+          annotation=Annotated[str | None, typer.Option("--clear-password", "-C",
+                                                        help="Set this clear-text password (prefer --password-file).")]),
         P("clear_flags", P.KEYWORD_ONLY, default=False,
           annotation=Annotated[bool, typer.Option("--clear-flags", "-x", help="Clear all flags first.")]),
         P("unset", P.KEYWORD_ONLY, default=None,
@@ -321,7 +363,8 @@ def vpasswd(
         if random and password:
             raise UsageError("don't use -r option when giving password on command line")
         pw = _password(password, password_file, address)
-        _lines(A.set_password(_store(), address, pw, random_length if random else None, ask_password=read_password))
+        _lines(A.set_password(_store(), address, pw, _random_len(random, random_length), ask_password=read_password,
+                              show=emit_now))
 
     _done(body, dry_run)
 
@@ -366,8 +409,8 @@ def vadddomain(
         opts = A.DomainOptions(quota=quota, catchall=catchall, user=user, base_dir=base_dir, uid=uid, gid=gid,
                                optimize=optimize)
         pw = _password(password, password_file, domain)
-        _lines(A.add_domain(store, domain, pw, opts, random_length if random else None,
-                            ask_password=read_password))
+        _lines(A.add_domain(store, domain, pw, opts, _random_len(random, random_length),
+                            ask_password=read_password, show=emit_now))
 
     _done(body, dry_run)
 
@@ -384,7 +427,7 @@ def vdeldomain(
         from .progress import Progress
 
         bar = Progress(f"removing {domain}", enabled=sys.stderr.isatty() and not _global.get("quiet"))
-        out = A.del_domain(_store(), domain, force, missing_ok=missing_ok, progress=bar)
+        out = A.del_domain(_store(), domain, force, missing_ok=missing_ok, progress=bar, dry_run=dry_run)
         bar.done()
         _lines(out)
 
@@ -440,6 +483,7 @@ def valias(
     insert: Annotated[str | None, typer.Option("--insert", "-i", help="Add this delivery line to the alias.")] = None,
     delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the alias.")] = False,
     names: Annotated[bool, typer.Option("--names", "-n", help="Only the alias names of a domain.")] = False,
+    show: Annotated[bool, typer.Option("--show", "-s", help="List the aliases and their lines (the default).")] = False,
     fmt: FormatOpt = Format.plain,
     dry_run: DryRunOpt = False,
 ):
@@ -463,6 +507,30 @@ def valias(
                 _lines([f"{a}@{d} -> {x}" for a, d, x in rows])
             else:
                 _emit_rows([{"alias": f"{a}@{d}", "line": x} for a, d, x in rows], fmt, ["alias", "line"])
+
+    _done(body, dry_run)
+
+
+@app.command("catchall")
+def catchall(
+    domain: Annotated[str, typer.Argument(help="The domain (real or alias)")],
+    set_: Annotated[str | None, typer.Option("--set", help="Send mail to unknown users to this address, or (no "
+                                                           "'@') to this mailbox of the domain.")] = None,
+    bounce: Annotated[bool, typer.Option("--bounce", help="Bounce mail to unknown users (bounce-no-mailbox).")] = False,
+    delete: Annotated[bool, typer.Option("--delete", help="Delete mail to unknown users (vpopmail's default).")] = False,
+    dry_run: DryRunOpt = False,
+):
+    """Show or set where mail to unknown users of a domain goes (.qmail-default; vadddomain -e)."""
+
+    def body():
+        if sum((set_ is not None, bounce, delete)) > 1:
+            raise UsageError("give one of --set, --bounce, --delete")
+        store = _store()
+        if set_ is None and not bounce and not delete:
+            _lines(A.catchall_show(store, domain))
+            return
+        action = "bounce-no-mailbox" if bounce else ("delete" if delete else None)
+        A.catchall_set(store, domain, set_, action)
 
     _done(body, dry_run)
 
@@ -498,7 +566,10 @@ def _completion_script(shell: Shell) -> str:
 @completion_app.command("show")
 def completion_show(shell: ShellOpt = None):
     """Print the completion script."""
-    _done(lambda: sys.stdout.write(_completion_script(_shell(shell))))
+    def body():
+        sys.stdout.write(_completion_script(_shell(shell)))  # its return value is no exit status
+
+    _done(body)
 
 
 @completion_app.command("install")
@@ -620,6 +691,7 @@ def vpopmaild(ctx: typer.Context):
 
 
 def main() -> None:
+    guard_std_fds()
     try:
         app()
     except SystemExit as exc:

@@ -2,41 +2,69 @@
 
 Input is `address,password[,quota[,comment]]` per line, or CSV with a header
 naming those columns (`hash` instead of `password` for crypt(3) hashes, as
-migrations carry them).  Hashing clear-text passwords is the expensive part,
+migrations carry them).  Every field is trimmed of surrounding white space, the password
+too (so a password with leading or trailing spaces cannot come from a file: set it with
+`vpasswd --password-file`); a UTF-8 byte-order mark is skipped.  Hashing clear-text passwords is the expensive part,
 so it runs on every core before the store lock is taken.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
-import io
 import sys
 from concurrent.futures import ProcessPoolExecutor
 
-from ..errors import UsageError, UserExists, VcliError
+from ..errors import EXIT_DATAERR, UsageError, UserExists, VcliError
 
 COLUMNS = ("address", "password", "quota", "comment")
+MAX_REPORTED = 20  # bad lines listed before "... and N more"
+
+
+class BadInput(VcliError):
+    """A --from-file line that is not text (not UTF-8): a data error."""
+
+    exit_code = EXIT_DATAERR
 
 
 def read_rows(path: str) -> list[dict]:
-    text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if not lines:
-        return []
-    first = [c.strip().lower() for c in next(csv.reader([lines[0]]))]
-    rows = []
-    if "address" in first:
-        reader = csv.DictReader(io.StringIO("\n".join(lines)))
-        reader.fieldnames = [c.strip().lower() for c in reader.fieldnames or []]
-        for n, r in enumerate(reader, 2):
-            r["_line"] = n
-            rows.append(r)
-        return rows
-    for n, rec in enumerate(csv.reader(lines), 1):
-        r = dict(zip(COLUMNS, (c for c in rec), strict=False))
+    """The rows of the file, each with its line number (`_line`); a line that is not UTF-8 comes
+    back as a row holding only `_error`.  Fields are trimmed; a UTF-8 byte-order mark is skipped."""
+    if path == "-":
+        raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    else:
+        with open(path, "rb") as f:
+            raw = f.read()
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    rows: list[dict] = []
+    header: list[str] | None = None
+    for n, data in enumerate(raw.splitlines(), 1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rows.append({"_line": n, "_error": BadInput(f"{path}:{n}: not UTF-8 text (byte {exc.start + 1})")})
+            continue
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [c.strip() for c in next(csv.reader([line]), [])]
+        if header is None and not rows and "address" in (c.lower() for c in fields):
+            header = [c.lower() for c in fields]
+            continue
+        r = dict(zip(header or COLUMNS, fields, strict=False))
         r["_line"] = n
         rows.append(r)
     return rows
+
+
+def _report(errors: list[VcliError]) -> VcliError:
+    """One error for every bad line: the first's status (and policy text), a line for each."""
+    texts = [e.message for e in errors[:MAX_REPORTED]]
+    if len(errors) > MAX_REPORTED:
+        texts.append(f"... and {len(errors) - MAX_REPORTED} more bad lines")
+    first = errors[0]
+    first.args = ("\nError: ".join(texts),)
+    return first
 
 
 def _hash_chunk(args: tuple[list[str], str]) -> list[str]:
@@ -66,22 +94,30 @@ def hash_all(passwords: list[str], scheme: str, jobs: int) -> list[str]:
 
 def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, jobs: int = 1,
              progress: bool = False) -> int:
-    """Add every row; all rows are validated before anything is written."""
+    """Add every row; all rows are validated before anything is written, and every bad line is
+    reported (the first MAX_REPORTED of them); the exit status is the first bad line's."""
     from ..store import passwords as pw
     from ..store.store import NewUser
 
     rows = read_rows(path)
+    from .actions import check_hash_text
+
     by_domain: dict[str, list[tuple[int, NewUser]]] = {}
     clear: list[tuple[NewUser, str]] = []
     policy = pw.Policy.load(store.root)
     seen: dict[tuple[str, str], int] = {}
+    errors: list[VcliError] = []
     for r in rows:
         line = r["_line"]
-        address = (r.get("address") or "").strip()
-        secret = r.get("hash") if r.get("hash") not in (None, "") else r.get("password")
-        is_hash = hashed or r.get("hash") not in (None, "")
-        if not address or secret is None:
-            raise UsageError(f"{path}:{line}: need address and password")
+        if "_error" in r:
+            errors.append(r["_error"])
+            continue
+        address = r.get("address") or ""
+        secret = r.get("hash") if r.get("hash") else r.get("password")
+        is_hash = hashed or bool(r.get("hash"))
+        if not address or not secret:  # an empty password is no password
+            errors.append(UsageError(f"{path}:{line}: need address and password"))
+            continue
         try:
             user, domain = store.parse_address(address)
             if not domain:
@@ -92,7 +128,9 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             seen[(real, user)] = line
             if not exist_ok and store.find_user(user, real) is not None:
                 raise UserExists("User already exists")
-            if not is_hash:
+            if is_hash:
+                check_hash_text(secret)
+            else:
                 pw.check_clear(secret)
                 policy.check(secret)
             # validated with a stand-in hash; the real ones are computed below, on all cores
@@ -101,12 +139,15 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             new.hashed = secret if is_hash else None
         except VcliError as exc:  # the same error (status, policy), its text naming the row
             exc.args = (f"{path}:{line}: {address}: {exc.message}",)
-            raise exc from None
+            errors.append(exc)
+            continue
         if not is_hash:
             clear.append((new, secret))
             if store.s.clear_passwords:
                 new.password = secret
-        by_domain.setdefault(store.real_entry(domain).real, []).append((line, new))
+        by_domain.setdefault(real, []).append((line, new))
+    if errors:  # all or nothing: every bad line reported, none imported
+        raise _report(errors)
     if clear:
         for (new, _), h in zip(clear, hash_all([s for _, s in clear], store.s.hash, jobs), strict=True):
             new.hashed = h

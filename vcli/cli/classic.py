@@ -15,7 +15,7 @@ from .. import flags as F
 from ..errors import UsageError
 from . import actions as A
 from . import usage as U
-from .common import VERSION, open_store, read_password, run, warn
+from .common import VERSION, emit_now, guard_std_fds, open_store, print_lines, read_password, run, warn
 
 
 class Getopt:
@@ -114,7 +114,7 @@ def _version(opts) -> None:
 
 
 def _print(lines: list[str]) -> None:
-    sys.stdout.write("".join(x + "\n" for x in lines))
+    print_lines(lines)
 
 
 def _no_r_with_password(opts: dict, pos: list[str]) -> None:
@@ -133,7 +133,8 @@ def vadduser_main(argv: list[str]) -> int:
         warn("Warning: The -s option has been disabled.")
     rand = A.random_length(o["r"]) if "r" in o else None
     _print(A.add_user(open_store(), pos[0], pos[1] if len(pos) > 1 else None, hashed=o.get("e"),
-                      gecos=o.get("c"), quota=o.get("q"), random_len=rand, ask_password=read_password))
+                      gecos=o.get("c"), quota=o.get("q"), random_len=rand, ask_password=read_password,
+                      show=emit_now))
     return 0
 
 
@@ -159,10 +160,12 @@ def vmoduser_main(argv: list[str]) -> int:
         return 0
     if not pos:
         return _usage_exit(U.VMODUSER)
-    o = dict(opts)
+    o = {k: v if k == "q" else A.no_empty(v) for k, v in opts}  # an empty -c/-e/-C/-D is not given, as in vmoduser
+    if o.get("e") is not None:
+        A.check_hash_text(o["e"])
     ch = UserChanges(gecos=o.get("c"), hashed=o.get("e"), quota=o.get("q"), dir=o.get("D"),
                      clear_flags="x" in letters, set_flags=A.flag_changes(letters, warn))
-    if "C" in o:
+    if o.get("C") is not None:
         ch.password, ch.hashed = o["C"], None
     A.mod_user(open_store(), pos[0], ch, rebuild_cdb="n" not in letters)
     return 0
@@ -190,7 +193,8 @@ def vpasswd_main(argv: list[str]) -> int:
     o = dict(opts)
     _no_r_with_password(o, pos)
     rand = A.random_length(o["r"]) if "r" in o else None
-    _print(A.set_password(open_store(), pos[0], pos[1] if len(pos) > 1 else None, rand, ask_password=read_password))
+    _print(A.set_password(open_store(), pos[0], pos[1] if len(pos) > 1 else None, rand, ask_password=read_password,
+                          show=emit_now))
     return 0
 
 
@@ -214,7 +218,7 @@ def vadddomain_main(argv: list[str]) -> int:
                             uid=o.get("i"), gid=o.get("g"), optimize="O" in o)
     rand = A.random_length(o["r"]) if "r" in o else None
     _print(A.add_domain(open_store(), pos[0], pos[1] if len(pos) > 1 else None, dopts, rand,
-                        ask_password=lambda who: read_password(who)))
+                        ask_password=lambda who: read_password(who), show=emit_now))
     return 0
 
 
@@ -307,6 +311,7 @@ MAINS = {name: _classic_status(fn) for name, fn in MAINS.items()}
 def _entry(name: str):
     def main(argv: list[str] | None = None) -> None:
         args = sys.argv[1:] if argv is None else argv
+        guard_std_fds()
         sys.exit(run(lambda: MAINS[name](args)))
 
     main.__name__ = name

@@ -7,12 +7,69 @@ Kept free of typer and rich so the classic entry points start fast.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 
-from ..errors import EXIT_SOFTWARE, VcliError
+from ..errors import EXIT_SOFTWARE, StoreIOError, VcliError
 
 VERSION = "5.6.13"  # the vpopmail version the classic tools report with -v
+
+STDOUT_CLOSED = False  # fd 1 was closed at start-up (`cmd >&-`): output is dropped, see guard_std_fds
+
+
+def guard_std_fds() -> None:
+    """Put /dev/null on a closed fd 0, 1 or 2 before anything is opened.
+
+    Otherwise the first file the store opens gets that number, and a print (or a child
+    process) writes into it.  Output a command only reports is then dropped quietly; output
+    that must be seen (a random password) is refused by emit_now before anything changes.
+    """
+    global STDOUT_CLOSED
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
+        if fd == 1:
+            STDOUT_CLOSED = True
+
+
+def emit_now(lines: list[str]) -> None:
+    """Write and flush lines that must be seen *before* the change they report is made
+    (a random password): when standard output cannot take them, nothing is changed."""
+    if not lines:
+        return
+    try:
+        if STDOUT_CLOSED:
+            raise OSError(9, "standard output is closed")
+        sys.stdout.write("".join(x + "\n" for x in lines))
+        sys.stdout.flush()
+    except OSError as exc:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - drop what could not be written, or exit flushes it again
+        raise StoreIOError(f"cannot show the random password on standard output "
+                           f"({exc.strerror or exc}); nothing changed") from None
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Control characters (terminal escapes, CR, tab...) as \\xNN, so a stored comment cannot
+    drive the terminal or forge lines in plain and table output (JSON escapes them itself)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
+
+
+def print_lines(lines: list[str]) -> None:
+    """The output lines of a command, control characters escaped; nothing at all for none."""
+    if lines:
+        sys.stdout.write("".join(printable(x) + "\n" for x in lines))
 
 
 def warn(msg: str) -> None:

@@ -22,14 +22,17 @@ EXIT_CODES = [
     ("0", "success"),
     ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f)"),
     ("64", "bad command line (vcli subcommands); the classic names keep vpopmail's 255"),
-    ("65", "a store file is corrupt and could not be repaired; vcli check found problems"),
+    ("65", "a store file is corrupt and could not be repaired; vcli check found problems; a --from-file line "
+           "is not UTF-8"),
     ("69", "the remote vpopmaild cannot be reached, or closed the connection"),
     ("70", "internal error (a bug: please report)"),
-    ("74", "I/O error: disk full, read-only file system, permission denied"),
+    ("74", "I/O error: disk full, read-only file system, permission denied; a random password that cannot be "
+           "shown"),
     ("75", "store lock busy (File busy try again later!) after --wait"),
     ("76", "the remote vpopmaild answered something unexpected"),
     ("77", "remote login failed, or the login may not do this"),
-    ("78", "bad configuration file"),
+    ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
+           "exist"),
     ("201", "can't delete catchall account"),
     ("220", "can't read domain limits"),
     ("225-231", "a field too long (clear password, dir, quota, gecos, password, domain, user name)"),
@@ -83,6 +86,8 @@ def app_model() -> list[dict]:
     out = [{"name": "", "help": root.help or "", "options": _options(root), "args": []}]
     for name, cmd in root.commands.items():
         out.append(_command(name, cmd))
+        if name == "vpopmaild":  # its options are the daemon's own argparse parser
+            out[-1]["options"] = daemon_options()
         for sub, scmd in getattr(cmd, "commands", {}).items():
             out.append(_command(f"{name} {sub}", scmd))
     return out
@@ -98,9 +103,28 @@ def _options(cmd) -> list[dict]:
     for p in cmd.params:
         if p.param_type_name != "option" or p.hidden:
             continue
+        choices = list(getattr(p.type, "choices", None) or [])
         out.append({"opts": list(p.opts) + list(p.secondary_opts), "flag": bool(p.is_flag),
-                    "help": (p.help or "").strip(), "metavar": (p.metavar or p.name or "").upper()})
+                    "help": (p.help or "").strip(), "metavar": (p.metavar or p.name or "").upper(),
+                    "choices": [str(c) for c in choices], "value": _value_kind(p.name, bool(p.is_flag))})
     out.append({"opts": ["-h", "--help"], "flag": True, "help": "Show the help and exit.", "metavar": ""})
+    return out
+
+
+def _value_kind(name: str | None, flag: bool) -> str:
+    """What an option's value names, for completion: a domain (vuserinfo --domain) or nothing known."""
+    return "domain" if not flag and name == "domain" else "none"
+
+
+def daemon_options() -> list[dict]:
+    from ..daemon.cli import build_parser
+
+    out = []
+    for a in build_parser()._actions:
+        if a.option_strings:
+            out.append({"opts": list(a.option_strings), "flag": a.nargs == 0, "help": (a.help or "").strip(),
+                        "metavar": a.metavar or a.dest.upper(), "choices": [str(c) for c in a.choices or []],
+                        "value": "none"})
     return out
 
 
@@ -113,6 +137,10 @@ def arg_kind(names: list[str]) -> str:
     if "domain" in joined:
         return "domain"
     return "none"
+
+
+# option values of the classic tools that name something in the store
+CLASSIC_VALUES = {("vuserinfo", "D"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
@@ -131,7 +159,9 @@ def classic_model() -> dict[str, dict]:
                 if "(" in rest:  # "-c comment (set the comment/gecos field )" -> the part in parentheses
                     rest = rest[rest.index("(") + 1 : rest.rindex(")") if ")" in rest else len(rest)]
                 helps[m.group(1)] = rest.strip()
-        opts = [{"letter": c, "help": helps.get(c, ""), "arg": OPTSTRINGS[name].split(c, 1)[1][:1] == ":"}
+        opts = [{"letter": c, "help": helps.get(c, ""), "arg": OPTSTRINGS[name].split(c, 1)[1][:1] == ":",
+                 "optional": OPTSTRINGS[name].split(c, 1)[1][:2] == "::",
+                 "value": CLASSIC_VALUES.get((name, c), "none")}
                 for c in dict.fromkeys(letters)]
         out[name] = {"usage": text, "options": opts, "kind": ARGUMENTS[name]}
     return out
@@ -206,10 +236,31 @@ def bash() -> str:
         lines.append(f'        {c["name"]}) opts="{_words(c)}"; kind={arg_kind(c["args"])} ;;')
     lines += [
         "    esac",
+        '    _vcli_value "$cmd" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return',
         '    if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi',
         '    _vcli_arg "$kind" "$cur"',
         "}",
         "complete -o default -F _vcli vcli",
+        "",
+        "_vcli_value() {  # command previous-word word: complete an option's value; false when none",
+        '    case "$1:$2" in',
+    ]
+    for name, opts in [(c["name"], c["options"]) for c in cmds] + [
+            (n, [{"opts": ["-" + o["letter"]], "flag": not o["arg"], "choices": [], "value": o["value"]}
+                 for o in c["options"]]) for n, c in classic_model().items()]:
+        for o in opts:
+            if o["flag"] or (not o.get("choices") and o.get("value", "none") == "none"):
+                continue
+            pattern = "|".join(f"{name}:{x}" for x in o["opts"])
+            if o.get("choices"):
+                action = f'COMPREPLY=($(compgen -W "{" ".join(o["choices"])}" -- "$3"))'
+            else:
+                action = f'_vcli_store {o["value"]}s "$3"'
+            lines.append(f"        {pattern}) {action} ;;")
+    lines += [
+        "        *) return 1 ;;",
+        "    esac",
+        "}",
         "",
         "_vcli_classic() {",
         '    local cur; cur="$(_vcli_cur)"',
@@ -221,6 +272,7 @@ def bash() -> str:
         lines.append(f'        {name}) opts="{" ".join("-" + o["letter"] for o in c["options"])}"; kind={c["kind"]} ;;')
     lines += [
         "    esac",
+        '    _vcli_value "${COMP_WORDS[0]##*/}" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return',
         '    if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi',
         '    _vcli_arg "$kind" "$cur"',
         "}",
@@ -261,6 +313,7 @@ def fish() -> str:
         out.append(f"complete -c {name} -f")
         for o in c["options"]:
             out.append(f"complete -c {name} -s {o['letter']}" + (" -r" if o["arg"] else "")
+                       + (f" -a {_fish_dyn(o['value'])}" if o["value"] != "none" else "")
                        + (f" -d {_q(o['help'])}" if o["help"] else ""))
         if c["kind"] != "none":
             out.append(f"complete -c {name} -a {_fish_dyn(c['kind'])}")
@@ -282,6 +335,10 @@ def _fish_opt(cmd: str, cond: str, opt: dict) -> str:
             parts.append(f"-s {o[1]}")
     if not opt["flag"]:
         parts.append("-r")
+        if opt.get("choices"):
+            parts.append("-a " + _q(" ".join(opt["choices"])))
+        elif opt.get("value", "none") != "none":
+            parts.append(f"-a {_fish_dyn(opt['value'])}")
     if opt["help"]:
         parts.append(f"-d {_q(opt['help'])}")
     return " ".join(parts)
@@ -361,7 +418,8 @@ def man_classic(name: str) -> str:
         if name == "vmoduser" and o["letter"] in F.BY_LETTER:
             f = F.BY_LETTER[o["letter"]]
             text = f"{f.help}: sets {f.name} (bit {f.bit}, vuserinfo: {f.label})"
-        out += [".TP", f"\\fB\\-{o['letter']}\\fR" + (" \\fIARG\\fR" if o["arg"] else ""), _roff(text or " ")]
+        arg = "[\\fILEN\\fR]" if o["optional"] else (" \\fIARG\\fR" if o["arg"] else "")
+        out += [".TP", f"\\fB\\-{o['letter']}\\fR" + arg, _roff(text or " ")]
     out += _exit_status()
     out += [".SH SEE ALSO", "\\fBvcli\\fR(1)"]
     return "\n".join(out) + "\n"
@@ -402,7 +460,8 @@ def man_conf() -> str:
         ".SH NAME", "vcli.conf \\- vcli configuration file",
         ".SH DESCRIPTION", _roff("A TOML file: $VCLI_CONFIG, else /etc/vcli/config.toml for root, else "
                                  "~/.config/vcli/config.toml. Settings at top level (or under [store]); "
-                                 "each also comes from its environment variable, which wins."),
+                                 "each also comes from its environment variable, which wins. An unknown key, "
+                                 "and a $VCLI_CONFIG file that does not exist, are errors (exit 78)."),
         ".SH SETTINGS"]
     for key, (env, _typ) in _SETTINGS_ENV.items():
         out += [".TP", f"\\fB{_roff(key)}\\fR (\\fB{_roff(env)}\\fR)", _roff(CONFIG_HELP[key])]

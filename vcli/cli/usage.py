@@ -11,6 +11,7 @@ options: -v (print the version)
          -c comment (the gecos comment field)
          -e encrypted_password (store this crypt(3) hash as it is, e.g. '$6$...')
          -r[len] (generate a random password of len characters, default 12)
+         -s (accepted for compatibility and ignored, with a warning, as in vpopmail 5.6)
 Without a password argument it is asked for (twice on a terminal; otherwise two
 lines are read from standard input), so it never has to appear in argv.
 """

@@ -253,9 +253,11 @@ class Store(BackendCommon):
             raise
         return entry
 
-    def _qmail_default(self, ddir: str, catchall: str | None) -> bytes:
+    def _qmail_default(self, ddir: str, catchall: str | None, action: str | None = None) -> bytes:
         prog = os.path.join(self.root, "bin", "vdelivermail")
-        if catchall is None:
+        if action is not None:  # no catch-all: 'delete' or 'bounce-no-mailbox'
+            target = action
+        elif catchall is None:
             target = self.s.qmail_default
         elif "@" in catchall:
             target = catchall
@@ -265,10 +267,12 @@ class Store(BackendCommon):
             raise BadCharacter()
         return f"| {prog} '' {target}\n".encode()
 
-    def set_catchall(self, domain: str, catchall: str) -> None:
+    def set_catchall(self, domain: str, catchall: str | None, action: str | None = None) -> None:
+        """Rewrite .qmail-default: mail to unknown users goes to `catchall` (as vadddomain -e), or
+        with `action` ('delete', 'bounce-no-mailbox') nowhere."""
         entry = self.real_entry(domain)
-        atomic_write(os.path.join(entry.dir, ".qmail-default"), self._qmail_default(entry.dir, catchall), 0o600,
-                     self._owner(entry))
+        atomic_write(os.path.join(entry.dir, ".qmail-default"), self._qmail_default(entry.dir, catchall, action),
+                     0o600, self._owner(entry))
 
     def add_alias_domain(self, real: str, alias: str) -> AssignEntry:
         """vaddaliasdomain: one assign line, rcpthosts and virtualdomains; no directory."""
