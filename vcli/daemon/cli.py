@@ -176,7 +176,10 @@ def _check_access(target: tuple[str, int, int], paths: list[tuple[str, int]]) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's status 2 for a bad option: EX_USAGE, as README's table says
+        return 64 if exc.code == 2 else (exc.code or 0)
     from ..config import load_settings
     from ..errors import VcliError
     from ..store.store import Store

@@ -9,6 +9,7 @@ time out idle clients, and slow down repeated failed logins per client address.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 import select
@@ -65,9 +66,11 @@ class Throttle:
 
     def delay(self, addr: str) -> float:
         level = self._level(addr, time.monotonic())[2]
-        if level < 1 or self.base <= 0:
+        if level <= 0 or self.base <= 0:
             return 0.0
-        return min(self.cap, self.base * 2 ** min(level - 1, 64))
+        # whole failures still counted (a fraction decayed off the last one still counts it):
+        # `base` from the first failure on, not only once a second one has come
+        return min(self.cap, self.base * 2 ** min(math.ceil(level) - 1, 64))
 
 
 def split_long(line: bytes, max_line: int) -> list[bytes]:
