@@ -124,6 +124,9 @@ def test_i10_01_plain_user_cannot_run_a_program(daemon, env):
                   ["|autorespond 1 1 /etc/passwd /tmp"],
                   [" |/bin/sh"],
                   ["&|/bin/sh"],
+                  ["&$(id)@example.test"],
+                  ["-oi@example.test"],
+                  ["alice@example.test\x00|/bin/sh"],
                   ["./../dadmin/Maildir/"],
                   [env_path(env, "domains", "other.test", "dan", "Maildir") + "/"]):
         assert _write(c, "alice@example.test/.qmail", lines) == REFUSED_CONTENT, lines

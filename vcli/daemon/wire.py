@@ -121,6 +121,7 @@ MAX_DOT_QMAIL = 256 * 1024  # a .qmail file written through the protocol is chec
 # a `|` line: the program, then words of characters /bin/sh takes literally, or '…' quoted
 _PROGRAM_LINE = re.compile(r"([A-Za-z0-9_./+-]+)((?:[ \t]+(?:[A-Za-z0-9_./@%+=,:~-]|'[^']*')+)*)[ \t]*\Z")
 _WORD = re.compile(r"(?:[A-Za-z0-9_./@%+=,:~-]|'[^']*')+")
+_ADDRESS = re.compile(r"[A-Za-z0-9_.+=%@][A-Za-z0-9_.+=%@-]*\Z")  # a forward: nothing a shell or argv could read
 CHANGES = {"add_alias_domain", "add_domain", "del_domain", "set_limits", "del_limits", "add_user", "del_user",
            "mod_user", "add_alias", "delete_alias", "remove_alias", "mk_dir", "rm_dir", "rm_file", "rename_file",
            "write_file"}
@@ -1017,6 +1018,8 @@ class Session:
             line = raw.rstrip("\r").rstrip(" \t")
             if not line or line.startswith("#"):
                 continue
+            if any(c < " " and c != "\t" or c == "\x7f" for c in line):
+                return f"control character in line {line!r}"
             if line[0] in " \t":
                 return f"line starts with a blank: {line!r}"
             if line[0] == "|":
@@ -1029,8 +1032,7 @@ class Session:
                 if not self._inside_tree(os.path.normpath(os.path.join(directory, line)), real_base):
                     return f"delivery path outside this login's tree: {line!r}"
             else:
-                address = line[1:] if line[0] == "&" else line
-                if not address or any(c in address for c in " \t|"):
+                if not _ADDRESS.match(line[1:] if line[0] == "&" else line):
                     return f"not a forward address: {line!r}"
         return None
 
