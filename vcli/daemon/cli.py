@@ -88,17 +88,21 @@ class _Refuse(Exception):
 
 def _target_user(name: str | None) -> tuple[str, int, int] | None:
     """(name, uid, gid) to drop to after binding, or None (not root, or root with no vpopmail user)."""
-    if os.geteuid() != 0:
-        return None
     import grp
     import pwd
 
+    if os.geteuid() != 0 and not name:
+        return None
     try:
         pw = pwd.getpwnam(name or "vpopmail")
     except KeyError:
         if name:
             raise _Refuse(f"no user {name!r} (--user)") from None
         print("vpopmaild: warning: running as root (no vpopmail user; use --user)", file=sys.stderr)
+        return None
+    if os.geteuid() != 0:
+        if pw.pw_uid != os.geteuid():
+            raise _Refuse(f"--user {name} needs the daemon started as root")
         return None
     try:
         gid = grp.getgrnam("vchkpw").gr_gid if name is None else pw.pw_gid
@@ -188,6 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    target = None
+    if not args.stdio:
+        try:
+            target = _target_user(args.user)
+        except _Refuse as exc:
+            log(f"vpopmaild: {exc}")
+            return 78
+
     audit_file = None
     if args.audit_log:
         audit_file = open(args.audit_log, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - lives with the process
@@ -245,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     from .serve import bind, run_workers
 
     try:
-        target = _target_user(args.user)
         _preload(bool(ssl_ctx))
         if target is not None:
             qmail_users = os.path.join(settings.qmail_dir, "users")
