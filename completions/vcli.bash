@@ -62,7 +62,7 @@ _vcli() {
         valias) opts="--insert -i --delete -d --names -n --show -s --format -o --dry-run -h --help"; kind=target ;;
         catchall) opts="--set --bounce --delete --dry-run -h --help"; kind=domain ;;
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
-        vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
+        vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
         completion) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "show install" -- "$cur")); return; fi ;;
         config) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "path show" -- "$cur")); return; fi ;;
     esac

@@ -70,7 +70,8 @@ def _open_remote(remote, profile_name, login, password_file, tls, ca_file, warn)
 
 
 def split_hostport(text: str, default_port: int = 89) -> tuple[str, int]:
-    """'host', 'host:port', '[::1]:port' or '::1' -> (host, port)."""
+    """'host', 'host:port', '[::1]:port' or '::1' -> (host, port); the default port is the real
+    vpopmaild's (89), not our daemon's unprivileged default (8900), see README."""
     from .errors import UsageError
 
     if text.startswith("["):
@@ -80,10 +81,13 @@ def split_hostport(text: str, default_port: int = 89) -> tuple[str, int]:
         host, _, port = text.partition(":")
     else:
         host, port = text, ""
-    try:
-        return host, int(port) if port else default_port
-    except ValueError:
-        raise UsageError(f"bad port in {text!r}") from None
+    if not host:
+        raise UsageError(f"no host in {text!r} (HOST[:PORT])")
+    if not port:
+        return host, default_port
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
+        raise UsageError(f"bad port in {text!r}: a number from 1 to 65535")
+    return host, int(port)
 
 
 def _password(password_file, prof: dict, source: str | None, login: str) -> str:

@@ -245,6 +245,9 @@ class Attacker(threading.Thread):
                         if not chunk:
                             break
                         buf += chunk
+                    if buf.startswith(b"-ERR"):  # refused instead of greeted (the per-address cap)
+                        self.refused += 1
+                        continue
                     self.probes.append((t0, time.monotonic() - t0, buf.split(b"\r\n")[1] if b"\r\n" in buf else buf))
             except OSError:
                 self.refused += 1

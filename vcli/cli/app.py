@@ -668,6 +668,10 @@ def check_cmd(
         from ..store.check import check
 
         store = _store()
+        if getattr(store, "is_remote", False):
+            from ..errors import UsageError
+
+            raise UsageError("check works on a local store only: run it on the mail server")
         problems = check(store, domain)
         if repair and any(p.repair for p in problems):
             for p in problems:

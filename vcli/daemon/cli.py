@@ -20,8 +20,8 @@ def parse_listen(text: str) -> tuple[str, int]:
         port = rest.lstrip(":")
     else:
         host, _, port = text.rpartition(":")
-    if not port.isdigit():
-        raise argparse.ArgumentTypeError(f"not ADDR:PORT: {text!r}")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise argparse.ArgumentTypeError(f"not ADDR:PORT (port 0-65535): {text!r}")
     return host or "127.0.0.1", int(port)
 
 
@@ -58,6 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-per-address", type=int, default=None, metavar="N",
                    help="refuse connections beyond N at once from an address with recent failed logins "
                         "(default a tenth of --max-connections)")
+    p.add_argument("--trusted", action="append", default=[], metavar="ADDR",
+                   help="a client address many users share (a webmail host, a proxy), repeatable: no "
+                        "--max-per-address cap, failed-login delay per login name (127.0.0.1 and ::1 are "
+                        "trusted by default)")
+    p.add_argument("--throttle-loopback", action="store_true",
+                   help="treat 127.0.0.1 and ::1 like any other address (cap and delay per address)")
+    p.add_argument("--qmail-programs", metavar="NAME,...",
+                   help="programs a `|` line of a .qmail file written through write_file may run without "
+                        "system admin or expert privileges, by basename (default: autorespond, "
+                        "vdelivermail and ezmlm's programs)")
     p.add_argument("--max-line", type=int, default=1023, metavar="BYTES",
                    help="longest input line; longer ones are split as the real daemon does (default 1023)")
     p.add_argument("--login-delay", type=float, default=0.1, metavar="SECONDS",
@@ -72,37 +82,126 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _drop_privileges(name: str | None) -> None:
-    if os.geteuid() != 0:
-        return
+class _Refuse(Exception):
+    """A start-up problem: one line on stderr, exit 78 (EX_CONFIG)."""
+
+
+def _target_user(name: str | None) -> tuple[str, int, int] | None:
+    """(name, uid, gid) to drop to after binding, or None (not root, or root with no vpopmail user)."""
     import grp
     import pwd
 
+    if os.geteuid() != 0 and not name:
+        return None
     try:
         pw = pwd.getpwnam(name or "vpopmail")
     except KeyError:
         if name:
-            raise SystemExit(f"vpopmaild: no user {name!r}") from None
+            raise _Refuse(f"no user {name!r} (--user)") from None
         print("vpopmaild: warning: running as root (no vpopmail user; use --user)", file=sys.stderr)
-        return
+        return None
+    if os.geteuid() != 0:
+        if pw.pw_uid != os.geteuid():
+            raise _Refuse(f"--user {name} needs the daemon started as root")
+        return None
     try:
         gid = grp.getgrnam("vchkpw").gr_gid if name is None else pw.pw_gid
     except KeyError:
         gid = pw.pw_gid
+    return pw.pw_name, pw.pw_uid, gid
+
+
+def _drop_privileges(target: tuple[str, int, int] | None) -> None:
+    if target is None:
+        return
+    _name, uid, gid = target
     os.setgroups([])
     os.setgid(gid)
-    os.setuid(pw.pw_uid)
+    os.setuid(uid)
+
+
+def _preload(tls: bool) -> None:
+    """Import now what the sessions use later: once privileges are dropped the interpreter's
+    own files may be unreadable (Python or the venv under /root), and the workers are forked
+    from this process, so what is loaded here is all they need."""
+    import asyncio  # noqa: F401
+    import concurrent.futures.process  # noqa: F401
+    import hmac  # noqa: F401
+    import json  # noqa: F401
+    import pkgutil
+    import secrets  # noqa: F401
+    import shutil  # noqa: F401
+    import socket  # noqa: F401
+    import subprocess  # noqa: F401
+
+    import crypt_r  # noqa: F401 - password checks and hashes
+
+    if tls:
+        import ssl  # noqa: F401
+    import importlib
+
+    from .. import store
+
+    for mod in pkgutil.iter_modules(store.__path__, store.__name__ + "."):
+        importlib.import_module(mod.name)
+    from ..store import passwords
+    from . import serve, wire  # noqa: F401
+
+    try:
+        passwords.verify_password("x", "$6$saltsalt$x")  # loads what crypt(3) loads on first use
+    except Exception:  # noqa: BLE001 - a crypt that cannot do this fails the same way in a session
+        pass
+
+
+def _check_access(target: tuple[str, int, int], paths: list[tuple[str, int]]) -> None:
+    """As the target user (in a forked child), every (path, os.access mode) must pass; else the
+    daemon would start and then fail every session."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child only tests and reports
+        os.close(rfd)
+        code = 0
+        try:
+            _drop_privileges(target)
+            bad = next((p for p, mode in paths if not os.access(p, mode)), None)
+            if bad is not None:
+                os.write(wfd, bad.encode("utf-8", "surrogateescape"))
+                code = 1
+        except BaseException:  # noqa: BLE001 - whatever happens, the child must not return
+            code = 2
+        os._exit(code)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as f:
+        bad = f.read().decode("utf-8", "surrogateescape")
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 1:
+        raise _Refuse(f"user {target[0]} cannot read {bad}: the store must be readable by the user "
+                      "the daemon runs as (--user)")
+    if code:
+        raise _Refuse(f"cannot switch to user {target[0]} (--user)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse's status 2 for a bad option: EX_USAGE, as README's table says
+        return 64 if exc.code == 2 else (exc.code or 0)
     from ..config import load_settings
     from ..errors import VcliError
     from ..store.store import Store
-    from .serve import Server, Throttle
+    from .serve import DEFAULT_TRUSTED, Server, Throttle
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
+
+    target = None
+    if not args.stdio:
+        try:
+            target = _target_user(args.user)
+        except _Refuse as exc:
+            log(f"vpopmaild: {exc}")
+            return 78
 
     audit_file = None
     if args.audit_log:
@@ -125,9 +224,22 @@ def main(argv: list[str] | None = None) -> int:
         log("vpopmaild: --max-line must be at least 2, --idle-timeout, --max-connections and "
             "--max-per-address positive")
         return 64
+    trusted = set() if args.throttle_loopback else set(DEFAULT_TRUSTED)
+    try:
+        trusted |= {str(ipaddress.ip_address(a)) for a in args.trusted}
+    except ValueError as exc:
+        log(f"vpopmaild: --trusted: {exc}")
+        return 64
+    programs = None
+    if args.qmail_programs is not None:
+        programs = tuple(x.strip() for x in args.qmail_programs.split(",") if x.strip())
+        if any("/" in x for x in programs):
+            log("vpopmaild: --qmail-programs takes program names, not paths")
+            return 64
     server = Server(store_factory, idle_timeout=args.idle_timeout, max_connections=args.max_connections,
                     max_per_address=args.max_per_address, max_line=args.max_line, audit=audit, log=log,
-                    throttle=Throttle(base=args.login_delay, cap=args.login_delay_max))
+                    throttle=Throttle(base=args.login_delay, cap=args.login_delay_max), trusted=trusted,
+                    qmail_programs=programs)
     if args.stdio:
         return server.serve_stdio()
     endpoints = args.listen or [parse_listen(DEFAULT_LISTEN)]
@@ -148,6 +260,16 @@ def main(argv: list[str] | None = None) -> int:
     from .serve import bind, run_workers
 
     try:
+        _preload(bool(ssl_ctx))
+        if target is not None:
+            qmail_users = os.path.join(settings.qmail_dir, "users")
+            _check_access(target, [(settings.vpopmail_dir, os.X_OK),
+                                   (os.path.join(settings.vpopmail_dir, "domains"), os.R_OK | os.X_OK),
+                                   (qmail_users, os.X_OK), (os.path.join(qmail_users, "assign"), os.R_OK)])
+    except _Refuse as exc:
+        log(f"vpopmaild: {exc}")
+        return 78
+    try:
         socks = bind(endpoints)
     except OSError as exc:
         log(f"vpopmaild: cannot listen: {exc.strerror or exc}")
@@ -155,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     for sock in socks:
         host, port = sock.getsockname()[:2]
         log(f"vpopmaild: listening on {host}:{port}")
-    _drop_privileges(args.user)
+    _drop_privileges(target)
     workers = max(1, args.workers)
     server.max_connections = max(1, -(-args.max_connections // workers))
     server.max_per_address = max(1, -(-server.max_per_address // workers))

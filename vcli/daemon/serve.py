@@ -9,6 +9,7 @@ time out idle clients, and slow down repeated failed logins per client address.
 from __future__ import annotations
 
 import hashlib
+import math
 import mmap
 import os
 import select
@@ -19,6 +20,12 @@ import time
 from collections.abc import Callable
 
 from .wire import Session
+
+# where a webmail on this host connects from: exempt from the per-address cap unless
+# `--throttle-loopback` (other 127.x addresses are treated like any address)
+DEFAULT_TRUSTED = frozenset({"127.0.0.1", "::1", "::ffff:127.0.0.1"})
+REFUSED_BUSY = b"-ERR 33.110 Not Available\r\n"  # --max-connections reached, or stopping
+REFUSED_ADDRESS = b"-ERR 5.110 Too many invalid login attempts\r\n"  # --max-per-address reached
 
 # asyncio is imported by the listener's methods only: a --stdio process (one per connection
 # under tcpserver) starts without it.
@@ -59,9 +66,11 @@ class Throttle:
 
     def delay(self, addr: str) -> float:
         level = self._level(addr, time.monotonic())[2]
-        if level < 1 or self.base <= 0:
+        if level <= 0 or self.base <= 0:
             return 0.0
-        return min(self.cap, self.base * 2 ** min(level - 1, 64))
+        # whole failures still counted (a fraction decayed off the last one still counts it):
+        # `base` from the first failure on, not only once a second one has come
+        return min(self.cap, self.base * 2 ** min(math.ceil(level) - 1, 64))
 
 
 def split_long(line: bytes, max_line: int) -> list[bytes]:
@@ -89,7 +98,8 @@ class Server:
     def __init__(self, store_factory: Callable[[], object], *, idle_timeout: float = 60.0,
                  max_connections: int = 1000, max_line: int = 1023, audit: Callable[[str], None] | None = None,
                  log: Callable[[str], None] | None = None, throttle: Throttle | None = None,
-                 max_per_address: int | None = None):
+                 max_per_address: int | None = None, trusted: set[str] | None = None,
+                 qmail_programs: tuple[str, ...] | None = None):
         self.store_factory = store_factory
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -102,6 +112,10 @@ class Server:
         # with sessions sleeping out their delay (nor make it hash more than these at a time)
         self.max_per_address = max_per_address or max(1, max_connections // 10)
         self.per_address: dict[str, int] = {}
+        # addresses many users share (a webmail on this host, a proxy): no per-address cap, and
+        # the failed-login delay counts per login name tried from there, not for the address
+        self.trusted = set(DEFAULT_TRUSTED if trusted is None else trusted)
+        self.qmail_programs = qmail_programs
         self.active = 0
         self.stopping = False
         self.store = None
@@ -113,8 +127,22 @@ class Server:
         return self.store
 
     def _session(self, addr: str) -> Session:
-        return Session(self._store(), peer=addr, audit=self.audit, log=self.log,
-                       login_failed=lambda: self.throttle.record(addr))
+        session = Session(self._store(), peer=addr, audit=self.audit, log=self.log,
+                          qmail_programs=self.qmail_programs)
+        session.on_login_failure = lambda: self.throttle.record(self._throttle_key(addr, session))
+        return session
+
+    def _throttle_key(self, addr: str, session: Session) -> str:
+        return f"{addr} {session.failed_address}" if addr in self.trusted else addr
+
+    def _refusal(self, addr: str) -> bytes | None:
+        """The error line for a connection that is not served, or None."""
+        if self.active >= self.max_connections or self.stopping:
+            return REFUSED_BUSY
+        if addr not in self.trusted and (self.per_address.get(addr, 0) >= self.max_per_address
+                                         and self.throttle.delay(addr) > 0):
+            return REFUSED_ADDRESS
+        return None
 
     # --- asyncio listener ----------------------------------------------------------
 
@@ -123,9 +151,14 @@ class Server:
 
         peer = writer.get_extra_info("peername")
         addr = peer[0] if isinstance(peer, tuple) else "-"
-        if self.active >= self.max_connections or self.stopping or (
-                self.per_address.get(addr, 0) >= self.max_per_address and self.throttle.delay(addr) > 0):
-            writer.close()
+        refused = self._refusal(addr)
+        if refused:  # said, never a silent close
+            try:
+                writer.write(refused)
+                await asyncio.wait_for(writer.drain(), 5)
+                writer.close()
+            except (ConnectionError, OSError, TimeoutError):
+                pass
             return
         self.active += 1
         self.per_address[addr] = self.per_address.get(addr, 0) + 1
@@ -151,7 +184,7 @@ class Server:
                     failures = session.failed_logins
                     reply = session.feed(piece)
                     if session.failed_logins > failures:
-                        await asyncio.sleep(self.throttle.delay(addr))
+                        await asyncio.sleep(self.throttle.delay(self._throttle_key(addr, session)))
                     if reply:
                         writer.write(reply)
                         await writer.drain()
@@ -265,7 +298,7 @@ class Server:
                     failures = session.failed_logins
                     reply = session.feed(piece)
                     if session.failed_logins > failures:
-                        time.sleep(self.throttle.delay(addr))
+                        time.sleep(self.throttle.delay(self._throttle_key(addr, session)))
                     if reply:
                         send(reply)
                     if session.closed:

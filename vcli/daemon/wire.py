@@ -108,6 +108,20 @@ LEVELS = {
 }
 NOT_AVAILABLE = {"get_ip_map": "33.3004", "add_ip_map": "33.3106", "del_ip_map": "33.3205", "show_ip_map": "33.3302"}
 NOT_IMPLEMENTED = {"add_list": "36.4001", "del_list": "36.4101", "mod_list": "36.4201"}
+# The store's own files: never reached through the file commands (by name, after any leading
+# dots: their temp files `.vpasswd.tmp.N` and locks `.vpasswd.lock` included).
+STORE_STEMS = ("vpasswd", "dir-control", "dir_control_free", "vcli-intent")
+LIMITS_STEM = "qmailadmin-limits"  # set_limits is system-admin only: so is its file
+# programs a `|` line of a .qmail file written through the protocol may run (by basename) without
+# system_admin_privileges or system_expert_privileges (`--qmail-programs` replaces the list)
+QMAIL_PROGRAMS = ("autorespond", "vdelivermail", "ezmlm-send", "ezmlm-reject", "ezmlm-manage", "ezmlm-return",
+                  "ezmlm-warn", "ezmlm-weed", "ezmlm-issubn", "ezmlm-gate", "ezmlm-tstdig", "ezmlm-request",
+                  "ezmlm-store", "ezmlm-moderate", "ezmlm-clean", "ezmlm-idx")
+MAX_DOT_QMAIL = 256 * 1024  # a .qmail file written through the protocol is checked whole, in memory
+# a `|` line: the program, then words of characters /bin/sh takes literally, or '…' quoted
+_PROGRAM_LINE = re.compile(r"([A-Za-z0-9_./+-]+)((?:[ \t]+(?:[A-Za-z0-9_./@%+=,:~-]|'[^']*')+)*)[ \t]*\Z")
+_WORD = re.compile(r"(?:[A-Za-z0-9_./@%+=,:~-]|'[^']*')+")
+_ADDRESS = re.compile(r"[A-Za-z0-9_.+=%@][A-Za-z0-9_.+=%@-]*\Z")  # a forward: nothing a shell or argv could read
 CHANGES = {"add_alias_domain", "add_domain", "del_domain", "set_limits", "del_limits", "add_user", "del_user",
            "mod_user", "add_alias", "delete_alias", "remove_alias", "mk_dir", "rm_dir", "rm_file", "rename_file",
            "write_file"}
@@ -165,8 +179,10 @@ class Session:
     returns the reply bytes; `closed` turns True when the server ends the session."""
 
     def __init__(self, store, peer: str = "-", audit: Callable[[str], None] | None = None,
-                 login_failed: Callable[[], None] | None = None, log: Callable[[str], None] | None = None):
+                 login_failed: Callable[[], None] | None = None, log: Callable[[str], None] | None = None,
+                 qmail_programs: tuple[str, ...] | None = None):
         self.store = store
+        self.qmail_programs = frozenset(QMAIL_PROGRAMS if qmail_programs is None else qmail_programs)
         self.log = log or (lambda msg: None)
         self.peer = peer
         self.audit_sink = audit or (lambda line: None)
@@ -178,6 +194,7 @@ class Session:
         self.login_domain = ""
         self.lines_before_login = 0
         self.failed_logins = 0
+        self.failed_address = ""  # the address of the last failed login (the throttle's key at a shared peer)
         self.closed = False
         self.reader: Callable[[str, bytes], bytes] | None = None  # multi-line input in progress
         self.drained = 0
@@ -255,6 +272,7 @@ class Session:
         if not m:
             return e(6, 203)
         address, password = m.group(1), m.group(2)
+        self.failed_address = address.lower()
         if not password:
             return e(7, 204)
         store = self.store
@@ -915,13 +933,15 @@ class Session:
 
     # --- file system --------------------------------------------------------------------
 
-    def _path(self, raw: str, allow_base: bool = False) -> tuple[str | None, bytes | None]:
+    def _path(self, raw: str, allow_base: bool = False, modify: bool = True) -> tuple[str | None, bytes | None]:
         """The absolute path for a file-system command, inside what this login may touch.
 
         The argument rules and error codes are the C daemon's; the containment check is
         stricter: it compares real paths component-wise, so neither `example.test.evil/` next
         to `example.test/` nor a symlink leads out.  The top directory itself (a user's home,
         a domain's dir) may be listed or read but not removed or renamed (allow_base=False).
+        No component may name one of the store's own files (`-ERR 9.1513`), and only a system
+        admin may change a `.qmail-default` (`-ERR 9.1514`, modify=True).
         """
         if ".." in raw:
             return None, e(20, 1501)
@@ -968,7 +988,77 @@ class Session:
             return None, e(26, minor)
         if os.path.islink(candidate) and not _inside(os.path.realpath(candidate), real_base):
             return None, e(26, minor)  # a symlink that leads out: refused like any path outside
-        return candidate, None
+        reply = self._reserved(candidate, real_base, modify)
+        if reply is None and os.path.islink(candidate):
+            reply = self._reserved(os.path.realpath(candidate), real_base, modify)
+        return (None, reply) if reply else (candidate, None)
+
+    def _reserved(self, path: str, real_base: str, modify: bool) -> bytes | None:
+        """The refusal when a component of path (below the base) is a store file, or, for a
+        change by anyone but a system admin, a `.qmail-default`."""
+        for comp in os.path.relpath(path, real_base).split("/"):
+            if _store_file(comp, self.is_sa):
+                return e(9, 1513)
+            if modify and not self.is_sa and comp.lower() == ".qmail-default":
+                return e(9, 1514)
+        return None
+
+    def _dot_qmail_refusal(self, data: bytes, directory: str) -> str | None:
+        """Why a .qmail file in `directory` may not hold data, or None.
+
+        Allowed: comments, blank lines, forwards (with or without `&`), mbox and Maildir paths
+        that stay inside this login's tree and name no store or .qmail file, and `|` lines
+        running a program of the allowlist with words /bin/sh takes literally (any `|` line for
+        system_admin_privileges or system_expert_privileges: vpopmail's "edit .qmail files")."""
+        if len(data) > MAX_DOT_QMAIL:
+            return "too long"
+        real_base = os.path.realpath(self._login_base()[0])
+        expert = bool(self.flags & (F.SA_ADMIN | F.BY_NAME["SA_EXPERT"].bit))
+        for raw in data.decode("utf-8", "surrogateescape").split("\n"):
+            line = raw.rstrip("\r").rstrip(" \t")
+            if not line or line.startswith("#"):
+                continue
+            if any(c < " " and c != "\t" or c == "\x7f" for c in line):
+                return f"control character in line {line!r}"
+            if line[0] in " \t":
+                return f"line starts with a blank: {line!r}"
+            if line[0] == "|":
+                if expert:
+                    continue
+                why = self._program_refusal(line[1:].lstrip(" \t"), real_base)
+                if why:
+                    return why
+            elif line[0] in "./":
+                if not self._inside_tree(os.path.normpath(os.path.join(directory, line)), real_base):
+                    return f"delivery path outside this login's tree: {line!r}"
+            else:
+                if not _ADDRESS.match(line[1:] if line[0] == "&" else line):
+                    return f"not a forward address: {line!r}"
+        return None
+
+    def _program_refusal(self, command: str, real_base: str) -> str | None:
+        m = _PROGRAM_LINE.match(command)
+        if not m:
+            return f"program line with shell syntax: {command!r}"
+        program = m.group(1)
+        if os.path.basename(program) not in self.qmail_programs:
+            return f"program not allowed: {program!r}"
+        if "/" in program and (not program.startswith("/") or _inside(
+                os.path.realpath(program), os.path.realpath(self.store.root))):
+            return f"program path not allowed: {program!r}"
+        for word in _WORD.findall(m.group(2)):
+            word = word.replace("'", "")
+            if ".." in word.split("/") or word.startswith("/") and not self._inside_tree(word, real_base):
+                return f"program argument outside this login's tree: {word!r}"
+        return None
+
+    def _inside_tree(self, path: str, real_base: str) -> bool:
+        """path (absolute) resolves to the base or below it and names no store or .qmail file."""
+        real = os.path.realpath(os.path.normpath(path))
+        if real != real_base and not _inside(real, real_base):
+            return False
+        return not any(_store_file(c, False) or c.lower().startswith(".qmail")
+                       for c in os.path.relpath(real, real_base).split("/"))
 
     def _login_base(self) -> tuple[str, int]:
         """The directory this login may touch, and the error minor of a path outside it."""
@@ -1034,6 +1124,10 @@ class Session:
             with self._at(path) as (fd, name):
                 if not stat.S_ISDIR(os.lstat(name, dir_fd=fd).st_mode):  # a symlink is no directory to empty
                     raise NotADirectoryError(20, "Not a directory")
+                for _top, dirs, files, _fd in os.fwalk(name, dir_fd=fd):  # a store file inside: refused
+                    if any(_store_file(x, self.is_sa) or (not self.is_sa and x.lower() == ".qmail-default")
+                           for x in dirs + files):
+                        return e(9, 1703)
                 shutil.rmtree(name, dir_fd=fd)  # fd-based: never follows a symlink inside
         except OSError as exc:
             return err("0.1702", os.strerror(exc.errno or 5))
@@ -1042,7 +1136,7 @@ class Session:
     def c_list_dir(self, args, line):
         if not args:
             return e(27, 1801)
-        path, reply = self._path(args[0], allow_base=True)
+        path, reply = self._path(args[0], allow_base=True, modify=False)
         if reply:
             return reply
         try:
@@ -1089,7 +1183,21 @@ class Session:
             return reply
         try:
             with self._at(src) as (sfd, sname), self._at(dst) as (dfd, dname):
-                os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                if not _is_dot_qmail(dname):
+                    os.rename(sname, dname, src_dir_fd=sfd, dst_dir_fd=dfd)
+                    return ok()
+                # into a delivery file: checked like write_file, and copied to a new file, so a
+                # write_file still streaming into the source cannot add to it after the check
+                fd = os.open(sname, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=sfd)
+                with os.fdopen(fd, "rb") as f:
+                    st = os.fstat(f.fileno())
+                    data = f.read(MAX_DOT_QMAIL + 1) if stat.S_ISREG(st.st_mode) else None
+                why = "not a regular file" if data is None else self._dot_qmail_refusal(data, os.path.dirname(dst))
+                if why:
+                    self.log(f"vpopmaild: rename_file {args[0]} {args[1]} refused: {why}")
+                    return e(9, 3804)
+                _replace(dfd, dname, data, st.st_mode & 0o666)
+                os.unlink(sname, dir_fd=sfd)
         except OSError as exc:
             return err("0.3803", os.strerror(exc.errno or 5))
         return ok()
@@ -1100,6 +1208,8 @@ class Session:
         path, reply = self._path(args[0])
         if reply:
             return reply
+        if _is_dot_qmail(os.path.basename(path)):
+            return self._write_dot_qmail(args[0], path)
         try:
             with self._at(path) as (dfd, name):
                 fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -1131,10 +1241,49 @@ class Session:
         self.reader = read
         return b""
 
+    def _write_dot_qmail(self, arg: str, path: str) -> bytes:
+        """write_file of a delivery file: the data is collected, checked whole, then put in
+        place by rename (nothing changes when it is refused: `-ERR 9.2003`)."""
+        try:
+            with self._at(path) as (dfd, name):
+                dirfd = os.dup(dfd)  # the directory reached now, as for any write_file
+        except OSError as exc:
+            return err("0.2002", os.strerror(exc.errno or 5))
+        self._open_file = _Fd(dirfd)  # closed with the session if it ends before the data does
+        chunks: list[bytes] = []
+        size = [0]
+
+        def read(text: str, raw: bytes) -> bytes:
+            if raw not in (b".\r\n", b".\n", b"."):
+                if size[0] <= MAX_DOT_QMAIL:
+                    chunks.append(raw)
+                    size[0] += len(raw)
+                return b""
+            self.reader = None
+            data = b"".join(chunks)
+            try:
+                why = self._dot_qmail_refusal(data, os.path.dirname(path))
+                if why:
+                    self.log(f"vpopmaild: write_file {arg} refused: {why}")
+                    self.audit("write_file", arg, "failed 9.2003")
+                    return e(9, 2003)
+                _replace(dirfd, name, data, 0o666)
+            except OSError as exc:
+                self.audit("write_file", arg, "failed")
+                return err("0.2002", os.strerror(exc.errno or 5))
+            finally:
+                self._open_file.close()
+                self._open_file = None
+            self.audit("write_file", arg, "ok")
+            return ok()
+
+        self.reader = read
+        return b""
+
     def c_read_file(self, args, line):
         if not args:
             return e(30, 2101)
-        path, reply = self._path(args[0])
+        path, reply = self._path(args[0], modify=False)
         if reply:
             return reply
         try:
@@ -1155,7 +1304,7 @@ class Session:
     def c_stat_file(self, args, line):
         if not args:
             return e(30, 2201)
-        path, reply = self._path(args[0], allow_base=True)
+        path, reply = self._path(args[0], allow_base=True, modify=False)
         if reply:
             return reply
         try:
@@ -1164,6 +1313,24 @@ class Session:
         except OSError as exc:
             return err("0.2202", os.strerror(exc.errno or 5))
         return b"+OK+" + CRLF + f"uid: {st.st_uid}".encode() + b"\n" + b"." + CRLF
+
+
+def _store_file(name: str, sa: bool) -> bool:
+    """name is one of the store's own files (vpasswd*, the cdb, .dir-control, .dir_control_free,
+    .vcli-intent, their temp files and locks; .qmailadmin-limits unless sa)."""
+    low = name.lower()
+    stem = low.lstrip(".")
+    if stem.startswith(STORE_STEMS):
+        return True
+    if stem.startswith(LIMITS_STEM):
+        return not sa
+    return low.startswith(".") and low.endswith(".lock")
+
+
+def _is_dot_qmail(name: str) -> bool:
+    """A delivery file qmail-local or vdelivermail reads: `.qmail`, `.qmail-<ext>`."""
+    low = name.lower()
+    return low == ".qmail" or low.startswith(".qmail-")
 
 
 def _inside(path: str, base: str) -> bool:
@@ -1178,6 +1345,35 @@ def _kind(mode: int) -> str:
         if test(mode):
             return name
     return "unknown"
+
+
+class _Fd:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _replace(dirfd: int, name: str, data: bytes, mode: int) -> None:
+    """name in dirfd holds data, swapped in whole by rename (mode & ~umask, as write_file)."""
+    tmp = f".{name}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode & ~_umask(),
+                 dir_fd=dirfd)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, name, src_dir_fd=dirfd, dst_dir_fd=dirfd)
+    except BaseException:
+        try:
+            os.unlink(tmp, dir_fd=dirfd)
+        except OSError:
+            pass
+        raise
 
 
 def _umask() -> int:

@@ -96,6 +96,9 @@ class Connection:
             pass
         self.sock, self.buf = sock, b""
         greeting = self.readline()
+        if greeting.startswith("-ERR"):  # a daemon that is busy or refuses this address says so
+            self.close()
+            raise RemoteUnavailable(f"{self.host}:{self.port} refused the session: {greeting[5:]}")
         if not greeting.startswith("+OK"):
             self.close()
             raise RemoteUnavailable(f"{self.host}:{self.port} is not a vpopmaild: {greeting!r}")

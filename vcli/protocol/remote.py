@@ -16,6 +16,7 @@ from ..backend_common import BackendCommon
 from ..errors import (
     DomainExists,
     DomainNotFound,
+    LoginFailed,
     NotAuthorized,
     PasswordChangeDenied,
     RemoteUnavailable,
@@ -43,6 +44,8 @@ class RemoteSettings:
 
 
 class RemoteBackend(BackendCommon):
+    is_remote = True  # commands that only work on a local store (check) say so
+
     def __init__(self, host: str, port: int, login: str, password: str, *, tls: bool = False,
                  ca_file: str | None = None, timeout: float = 30.0, warn=None):
         self.warn = warn or (lambda m: None)
@@ -54,6 +57,8 @@ class RemoteBackend(BackendCommon):
         self.root = self.s.vpopmail_dir
         self.login_domain = login.rpartition("@")[2].lower()
         self.login_gid = int(info.get("gidflags", "0") or 0)
+        # a plain user (level 1) may not run user_info: his own record is the login reply's
+        self.plain_user = not self.login_gid & (F.QA_ADMIN | F.SA_ADMIN)
 
     def close(self) -> None:
         self.conn.close()
@@ -63,10 +68,17 @@ class RemoteBackend(BackendCommon):
         try:
             return fn()
         except RemoteUnavailable:
-            self.conn.close()
-            self.conn.connect()
-            self.conn.login(self._login, self._password)
+            self._relogin()
             return fn()
+
+    def _relogin(self, password: str | None = None) -> None:
+        self.conn.close()
+        self.conn.connect()
+        self.conn.login(self._login, self._password if password is None else password)
+
+    def _is_login(self, user: str, domain: str) -> bool:
+        info = self.conn.login_info
+        return (user.lower(), domain.lower()) == (info.get("name", ""), self.login_domain)
 
     # --- names --------------------------------------------------------------------
 
@@ -148,7 +160,8 @@ class RemoteBackend(BackendCommon):
         self.conn.simple(f"add_alias_domain {real.lower()} {alias.lower()}")
         return self.domain(alias)
 
-    def del_domain(self, domain: str, force: bool = True) -> list[str]:
+    def del_domain(self, domain: str, force: bool = True, progress=None) -> list[str]:
+        """progress: accepted as the local store's is; one del_domain command has no steps to show."""
         entry = self.domain(domain)
         aliases = [] if entry.is_alias else self.aliases_of(entry.real)
         if aliases and not force:
@@ -183,11 +196,11 @@ class RemoteBackend(BackendCommon):
 
     def get_user(self, user: str, domain: str) -> VUser:
         address = f"{user.lower()}@{domain.lower()}"
-        try:
-            data = pairs(self._read(lambda: self.conn.multi(f"user_info {address}")))
-        except UserNotFound:
-            raise
-        return _vuser(data)
+        if self.plain_user:
+            if self._is_login(user, domain):
+                return _vuser(self.conn.login_info)
+            raise NotAuthorized(f"not authorized: a plain user sees only his own account, not {address}")
+        return _vuser(pairs(self._read(lambda: self.conn.multi(f"user_info {address}"))))
 
     def list_users(self, domain: str):
         entry = self.real_entry(domain)
@@ -298,11 +311,29 @@ class RemoteBackend(BackendCommon):
             if bool(gid & f.bit) != bool((0 if ch.clear_flags else current.gid) & f.bit):
                 opts.append((f.field, "1" if gid & f.bit else "0"))
         self.conn.mod_user(address, opts)
+        if self.plain_user:
+            self._refresh_own(ch)
         new = self.get_user(user, entry.real)
         if new.gid != gid:
             missing = F.names_of(gid & ~new.gid) + F.names_of(new.gid & ~gid)
             raise NotAuthorized(f"not authorized to change {', '.join(missing)} of {address}")
         return new
+
+    def _refresh_own(self, ch) -> None:
+        """A plain user's record after his mod_user: log in again (with the new password when he
+        changed it) and take the login reply.  The old password still working means the server
+        ignored the change (password changes disabled for him or his domain)."""
+        if ch.hashed is not None and ch.password is None:
+            return  # the new password is unknown here: the old record is all there is to show
+        if ch.password is None:
+            self._relogin()
+            return
+        try:
+            self._relogin(ch.password)
+        except LoginFailed:
+            self._relogin()
+            raise PasswordChangeDenied() from None
+        self._password = ch.password
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True):
