@@ -96,14 +96,14 @@ def login(port: int, who: str = "sysadmin@admin.test SysPass1") -> Client:
 def test_i10_08_the_stage_runs_as_a_site_is_set_up():
     """Item 8: the preconditions themselves, so a stage set up wrong fails instead of passing
     vacuously: root, the vpopmail user, vcli imported from this venv (not the checkout, not
-    editable) and neither the venv nor the interpreter's stdlib readable by vpopmail (item 7)."""
+    editable) and the installed package unreadable by vpopmail (item 7's case; with pyenv under
+    /root, as on this project's machines, the interpreter's stdlib is too)."""
     import vcli
 
     assert os.geteuid() == 0, "the site stage runs as root"
     vpopmail_ids()  # KeyError: no vpopmail user or vchkpw group
     assert os.path.realpath(vcli.__file__).startswith(os.path.realpath(sys.prefix) + "/"), vcli.__file__
     assert not vpopmail_can_search(vcli.__file__), "the venv must be under a directory vpopmail cannot read"
-    assert not vpopmail_can_search(os.__file__), f"{os.__file__}: the interpreter is readable by vpopmail"
     assert os.path.exists(os.path.join(BIN, "vpopmaild"))
 
 
@@ -160,7 +160,7 @@ def test_i10_07_daemon_from_a_0700_venv_serves_or_refuses_in_one_line(site):
     says 'listening' -- never 'listening' then a traceback."""
     p, port, lines = _start_vpopmaild(site)
     if not any("listening" in x for x in lines):
-        rest = p.communicate(timeout=10)[1].decode()
+        rest = _stop(p) if p.poll() is None else p.communicate(timeout=10)[1].decode()  # hung: -15, fails
         assert (p.returncode, len(lines + rest.splitlines())) == (78, 1), lines + [rest]
         assert "Traceback" not in "".join(lines) + rest
         return
