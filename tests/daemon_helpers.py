@@ -1,4 +1,8 @@
-"""A store laid out as tests/transcripts/README.md says, and a real daemon process serving it."""
+"""A store laid out as tests/transcripts/README.md says, and a real daemon process serving it.
+
+Site mode (VCLI_TEST_SITE=1, set by .ci/site-tests): the daemon is the installed `vpopmaild` started
+as root with no --user, so it drops to the vpopmail user as on a real site; its store must then be
+reachable by that user (see `open_to_vpopmail`)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,49 @@ from vcli import flags as F
 from vcli.config import load_settings
 from vcli.store.store import NewUser, Store, UserChanges
 
+SITE = os.environ.get("VCLI_TEST_SITE") == "1"
+BIN = os.path.dirname(sys.executable)
+
+
+def vpopmail_ids() -> tuple[int, int]:
+    """uid of the vpopmail user and gid of the vchkpw group (site mode: they must exist)."""
+    import grp
+    import pwd
+
+    return pwd.getpwnam("vpopmail").pw_uid, grp.getgrnam("vchkpw").gr_gid
+
+
+def open_to_vpopmail(env: dict, qmail_writable: bool = True) -> None:
+    """Site mode: let the daemon, dropped to vpopmail, reach the store as on a site. The vpopmail
+    home and its etc/ go to vpopmail:vchkpw (as vpopmail's install leaves them; domains made by
+    root commands already are); directories above it inside VCLI_TEST_SITE_TMP (pytest's
+    basetemp, 0700) get o+x; any other directory vpopmail cannot search is an error, not a chmod.
+    qmail_writable: qmail's users/ and control/ group-writable by vchkpw, as contrib/README.md
+    tells a site whose daemon changes domains; else they stay root's 0755 (/var/qmail as installed)."""
+    uid, gid = vpopmail_ids()
+    vp = env["VPOPMAIL_DIR"]
+    for path in [vp, os.path.join(vp, "etc"), *(os.path.join(vp, "etc", n) for n in os.listdir(os.path.join(vp, "etc")))]:
+        if os.lstat(path).st_uid == 0:
+            os.chown(path, uid, gid)
+    if qmail_writable:
+        for sub in ("users", "control"):
+            d = os.path.join(env["QMAIL_DIR"], sub)
+            os.makedirs(d, exist_ok=True)
+            for path in [d, *(os.path.join(d, n) for n in os.listdir(d))]:
+                os.chown(path, -1, gid)
+                os.chmod(path, os.lstat(path).st_mode & 0o7777 | 0o060 | (0o010 if os.path.isdir(path) else 0))
+    allowed = os.path.realpath(os.environ["VCLI_TEST_SITE_TMP"])
+    d = os.path.dirname(os.path.realpath(vp))
+    while True:
+        mode = os.stat(d).st_mode
+        if not mode & 0o001:
+            if not (d + "/").startswith(allowed + "/"):
+                raise RuntimeError(f"site mode: vpopmail cannot search {d}: put the test stores under "
+                                   f"VCLI_TEST_SITE_TMP ({allowed})")
+            os.chmod(d, (mode & 0o7777) | 0o011)
+        if d == "/":
+            break
+        d = os.path.dirname(d)
 
 def build_store(tmp_path) -> dict:
     env = make_env(tmp_path)
@@ -39,16 +86,23 @@ def free_port() -> int:
 
 
 class Daemon:
-    """`python -m vcli.daemon` on a free loopback port; stops on exit."""
+    """`python -m vcli.daemon` on a free loopback port; stops on exit. In site mode the installed
+    `vpopmaild`, started from / without --user: it drops to vpopmail by itself (qmail_writable:
+    see open_to_vpopmail)."""
 
-    def __init__(self, env: dict, *extra: str):
+    def __init__(self, env: dict, *extra: str, qmail_writable: bool = True):
         self.port = free_port()
-        if "--user" not in extra and os.geteuid() == 0:
-            # started as root the daemon drops to `vpopmail` when that user exists (a machine with
-            # vpopmail installed), who may not be able to read this interpreter or the test store
-            extra = ("--user", "root", *extra)
+        if SITE:
+            open_to_vpopmail(env, qmail_writable)
+            argv = [os.path.join(BIN, "vpopmaild")]
+        else:
+            argv = [sys.executable, "-m", "vcli.daemon"]
+            if "--user" not in extra and os.geteuid() == 0:
+                # started as root the daemon drops to `vpopmail` when that user exists (a machine with
+                # vpopmail installed), who may not be able to read this interpreter or the test store
+                extra = ("--user", "root", *extra)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vcli.daemon", "--listen", f"127.0.0.1:{self.port}", *extra],
+            [*argv, "--listen", f"127.0.0.1:{self.port}", *extra], cwd="/" if SITE else None,
             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         line = self.proc.stderr.readline().decode()
         if "listening" not in line:
