@@ -21,6 +21,9 @@ D = "example.test"
 HASH6 = "$6$saltsalt$" + "h" * 86
 DES = "abJnggxhB/yWI"
 
+# the checkout holding this test (the site stage runs an installed, non-editable vcli)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture()
 def st(base):
@@ -311,7 +314,7 @@ def test_i10_completion_of_option_values(st):
     assert bash, "bash is required"
 
     def complete(line: str) -> list[str]:
-        r = subprocess.run([bash, "-c", BASH_COMPLETE, "_", os.path.join(gendocs.REPO, "completions", "vcli.bash"), line],
+        r = subprocess.run([bash, "-c", BASH_COMPLETE, "_", os.path.join(REPO, "completions", "vcli.bash"), line],
                            env=st.env, capture_output=True, text=True, timeout=30)
         assert r.returncode == 0, r.stderr
         return [x for x in r.stdout.split("\n") if x]
@@ -323,7 +326,7 @@ def test_i10_completion_of_option_values(st):
     assert complete("vcli vdominfo --format j") == ["json"]
     assert complete("vcli vpopmaild --li") == ["--listen"]
     assert {"--stdio", "--user", "--workers"} <= set(complete("vcli vpopmaild --"))
-    fish = open(os.path.join(gendocs.REPO, "completions", "vcli.fish")).read()
+    fish = open(os.path.join(REPO, "completions", "vcli.fish")).read()
     assert "complete -c vuserinfo -s D -r -a '(vcli-complete domains (commandline -ct))'" in fish
     assert "-l format -s o -r -a 'plain table json csv'" in fish
 
@@ -335,7 +338,7 @@ def test_i10_cosmetic(st):
     r = st.run("vcli", "vdeldomain", "--dry-run", "-f", D)
     assert r.rc == 0 and "Warning: Alias domains that would be deleted:\n   alias.test\n" in r.out
     assert "deleted:" not in r.out.replace("would be deleted:", "")
-    page = open(os.path.join(gendocs.REPO, "man", "vadduser.1")).read()
+    page = open(os.path.join(REPO, "man", "vadduser.1")).read()
     assert "\\fB\\-s\\fR\naccepted for compatibility and ignored" in page
     assert "\\fB\\-r\\fR[\\fILEN\\fR]" in page and "\\-r\\fR \\fIARG" not in page
     st.ok("vmoduser", "-p", "-s", "bob@example.test")
