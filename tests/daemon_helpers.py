@@ -31,6 +31,21 @@ def vpopmail_ids() -> tuple[int, int]:
     return pwd.getpwnam("vpopmail").pw_uid, grp.getgrnam("vchkpw").gr_gid
 
 
+def vpopmail_can_read(path: str) -> bool:
+    """Whether the vpopmail user can read (or search) `path`: a forked child drops to it, no exec."""
+    uid, gid = vpopmail_ids()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            os._exit(0 if os.access(path, os.R_OK | (os.X_OK if os.path.isdir(path) else 0)) else 1)
+        except BaseException:  # noqa: BLE001
+            os._exit(2)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def open_to_vpopmail(env: dict, qmail_writable: bool = True) -> None:
     """Site mode: let the daemon, dropped to vpopmail, reach the store as on a site. The vpopmail
     home and its etc/ go to vpopmail:vchkpw (as vpopmail's install leaves them; domains made by

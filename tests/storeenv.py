@@ -89,3 +89,16 @@ def snapshot(root) -> dict:
                     data = f.read()
             out[os.path.relpath(p, root)] = (st.st_mode, data)
     return out
+
+
+# bash: source a completion script ($1) and print what it offers for the line $2
+BASH_COMPLETE = r'''
+source "$1"
+COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
+read -ra COMP_WORDS <<< "$COMP_LINE"
+[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
+COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+fn=$(complete -p "${COMP_WORDS[0]}" | sed 's/.*-F \([^ ]*\).*/\1/')
+"$fn"
+printf '%s\n' "${COMPREPLY[@]}"
+'''

@@ -9,20 +9,9 @@ import shutil
 import subprocess
 
 import pytest
-from storeenv import BIN, ROOT, make_env, run
+from storeenv import BASH_COMPLETE, BIN, ROOT, make_env, run
 
 from vcli.cli import gendocs
-
-BASH = r'''
-source "$1"
-COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
-read -ra COMP_WORDS <<< "$COMP_LINE"
-[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-fn=$(complete -p "${COMP_WORDS[0]}" | sed 's/.*-F \([^ ]*\).*/\1/')
-"$fn"
-printf '%s\n' "${COMPREPLY[@]}"
-'''
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +28,7 @@ def store_env(tmp_path_factory):
 def complete(env, line: str) -> list[str]:
     bash = shutil.which("bash")
     assert bash, "bash is required for the completion tests"
-    r = subprocess.run([bash, "-c", BASH, "_", os.path.join(ROOT, "completions", "vcli.bash"), line],
+    r = subprocess.run([bash, "-c", BASH_COMPLETE, "_", os.path.join(ROOT, "completions", "vcli.bash"), line],
                        env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return [x for x in r.stdout.split("\n") if x]

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from cli_helpers import CliStore, tool, verify
 from daemon_helpers import Daemon
-from storeenv import make_env
+from storeenv import BASH_COMPLETE, make_env
 from storeenv import run as env_run
 
 from vcli.cli import gendocs
@@ -294,16 +294,6 @@ def test_i10_catchall_subcommand(st):
     assert st.run("vcli", "catchall", "new.test").out == f"{st.ddir('new.test')}/postmaster\n"
 
 
-BASH_COMPLETE = r'''
-source "$1"
-COMP_LINE="$2"; COMP_POINT=${#COMP_LINE}
-read -ra COMP_WORDS <<< "$COMP_LINE"
-[[ "$COMP_LINE" == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
-fn=$(complete -p "${COMP_WORDS[0]}" | sed 's/.*-F \([^ ]*\).*/\1/')
-"$fn"
-printf '%s\n' "${COMPREPLY[@]}"
-'''
 
 
 def test_i10_completion_of_option_values(st):

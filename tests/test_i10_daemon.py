@@ -21,7 +21,7 @@ import tempfile
 import time
 
 import pytest
-from daemon_helpers import Client, Daemon, build_store, env_path, free_port
+from daemon_helpers import Client, Daemon, build_store, env_path, free_port, vpopmail_can_read
 from storeenv import run, snapshot
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -204,19 +204,6 @@ def test_i10_07_store_unreadable_by_vpopmail_refused_before_listening(env):
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("vpopmaild: user vpopmail cannot read ")
 
 
-def _readable_by(uid: int, gid: int, path: str) -> bool:
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            os._exit(0 if os.access(path, os.R_OK | os.X_OK) else 1)
-        except BaseException:  # noqa: BLE001
-            os._exit(2)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-
-
 @pytest.fixture()
 def site_env():
     """The store as a site has it: owned by vpopmail:vchkpw, below directories anyone may enter."""
@@ -241,7 +228,7 @@ def test_i10_07_root_drops_to_vpopmail_and_serves_with_the_interpreter_unreadabl
     _root()
     pw = pwd.getpwnam("vpopmail")
     stdlib = os.path.dirname(os.__file__)
-    print(f"interpreter stdlib {stdlib} readable by vpopmail: {_readable_by(pw.pw_uid, pw.pw_gid, stdlib)}")
+    print(f"interpreter stdlib {stdlib} readable by vpopmail: {vpopmail_can_read(stdlib)}")
     sys.path.insert(0, os.path.join(HERE, "transcripts"))
     import run as transcripts
 

@@ -15,7 +15,7 @@ import sys
 import time
 
 import pytest
-from daemon_helpers import BIN, Client, Daemon, free_port, open_to_vpopmail, vpopmail_ids
+from daemon_helpers import BIN, Client, Daemon, free_port, open_to_vpopmail, vpopmail_can_read, vpopmail_ids
 from storeenv import make_env, snapshot
 
 DOMAIN_FILES_OF_QMAIL = ("users/assign", "users/cdb", "control/rcpthosts", "control/virtualdomains")
@@ -31,21 +31,6 @@ def ok(env: dict, *argv: str) -> None:
     r = run(env, *argv)
     assert r.returncode == 0, (argv, r.stderr)
 
-
-def vpopmail_can_search(path: str) -> bool:
-    """Whether the vpopmail user can stat `path` (a forked child drops to it; no exec involved)."""
-    uid, gid = vpopmail_ids()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            os.stat(path)
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
 
 
 def owners(root: str) -> dict[str, tuple[int, int]]:
@@ -103,7 +88,7 @@ def test_i10_08_the_stage_runs_as_a_site_is_set_up():
     assert os.geteuid() == 0, "the site stage runs as root"
     vpopmail_ids()  # KeyError: no vpopmail user or vchkpw group
     assert os.path.realpath(vcli.__file__).startswith(os.path.realpath(sys.prefix) + "/"), vcli.__file__
-    assert not vpopmail_can_search(vcli.__file__), "the venv must be under a directory vpopmail cannot read"
+    assert not vpopmail_can_read(vcli.__file__), "the venv must be under a directory vpopmail cannot read"
     assert os.path.exists(os.path.join(BIN, "vpopmaild"))
 
 
