@@ -16,6 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VERSION = "0.1.0"
 CLASSIC = ("vadduser", "vdeluser", "vmoduser", "vuserinfo", "vpasswd", "vsetuserquota", "vadddomain",
            "vdeldomain", "vdominfo", "valias", "vaddaliasdomain")
+SMALL_TOOLS = ("vverifypw", "vmkpasswd", "vchangepw", "vmakedotqmail", "dotqmail2valias", "vrcptcheck",
+               "vusagec")  # issue 12: vcli/cli/smalltools.py
+CLASSIC += SMALL_TOOLS
 
 # README "Exit codes", one structure for the man pages and the README check
 EXIT_CODES = [
@@ -144,12 +147,15 @@ CLASSIC_VALUES = {("vuserinfo", "D"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
+    from . import smalltools as S
     from . import usage as U
     from .classic import ARGUMENTS, OPTSTRINGS
 
+    OPTSTRINGS, ARGUMENTS = {**OPTSTRINGS, **S.OPTSTRINGS}, {**ARGUMENTS, **S.ARGUMENTS}
+    values = {**CLASSIC_VALUES, **S.VALUES}
     out = {}
     for name in CLASSIC:
-        text = U.VMODUSER if name == "vmoduser" else getattr(U, name.upper())
+        text = S.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
         letters = re.findall(r"([A-Za-z0-9])(?=:{0,2})", OPTSTRINGS[name])
         helps = {}
         for line in text.splitlines():
@@ -161,7 +167,7 @@ def classic_model() -> dict[str, dict]:
                 helps[m.group(1)] = rest.strip()
         opts = [{"letter": c, "help": helps.get(c, ""), "arg": OPTSTRINGS[name].split(c, 1)[1][:1] == ":",
                  "optional": OPTSTRINGS[name].split(c, 1)[1][:2] == "::",
-                 "value": CLASSIC_VALUES.get((name, c), "none")}
+                 "value": values.get((name, c), "none")}
                 for c in dict.fromkeys(letters)]
         out[name] = {"usage": text, "options": opts, "kind": ARGUMENTS[name]}
     return out
@@ -426,7 +432,9 @@ def man_classic(name: str) -> str:
 
 
 def _classic_purpose(name: str) -> str:
-    return {
+    from .smalltools import PURPOSE
+
+    return PURPOSE.get(name) or {
         "vadduser": "add a user", "vdeluser": "delete a user", "vmoduser": "change users and their flags",
         "vuserinfo": "show users", "vpasswd": "change a password", "vsetuserquota": "set quotas",
         "vadddomain": "add a domain", "vdeldomain": "delete a domain", "vdominfo": "show domains",

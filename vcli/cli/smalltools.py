@@ -30,7 +30,7 @@ ARGUMENTS = {
     "dotqmail2valias": "domain", "vrcptcheck": "none", "vusagec": "address",
 }
 # option values that name something in the store (for the completions)
-VALUES = {("vmakedotqmail", "u"): "address", ("vmakedotqmail", "d"): "domain"}
+VALUES = {("vmakedotqmail", "d"): "domain"}
 PURPOSE = {
     "vverifypw": "check a user's password",
     "vmkpasswd": "rebuild a domain's vpasswd.cdb from vpasswd",
