@@ -447,8 +447,11 @@ def check_recipient(address: str) -> int:
     try:
         store = A._local_store(open_store(quiet=True), "vrcptcheck")
         return 0 if recipient_exists(store, address) else 1
-    except (StoreIOError, OSError) as exc:
-        warn(f"vrcptcheck: temporary failure: {getattr(exc, 'message', None) or exc}")
+    except StoreIOError as exc:
+        warn(f"vrcptcheck: temporary failure: {exc.message}")
+        return 111
+    except OSError as exc:
+        warn(f"vrcptcheck: temporary failure: {exc.strerror or exc}{': ' + exc.filename if exc.filename else ''}")
         return 111
     except IllegalUsername:
         return 1
