@@ -23,7 +23,9 @@ CLASSIC += SMALL_TOOLS
 # README "Exit codes", one structure for the man pages and the README check
 EXIT_CODES = [
     ("0", "success"),
-    ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f)"),
+    ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f); vrcptcheck: no such "
+          "recipient; vusagec without arguments"),
+    ("3", "vchangepw: the old password is wrong, the user unknown, or the password too long"),
     ("64", "bad command line (vcli subcommands); the classic names keep vpopmail's 255"),
     ("65", "a store file is corrupt and could not be repaired; vcli check found problems; a --from-file line "
            "is not UTF-8"),
@@ -36,6 +38,7 @@ EXIT_CODES = [
     ("77", "remote login failed, or the login may not do this"),
     ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
            "exist"),
+    ("111", "vrcptcheck: temporary problem (no fd 3, the store unreadable)"),
     ("201", "can't delete catchall account"),
     ("220", "can't read domain limits"),
     ("225-231", "a field too long (clear password, dir, quota, gecos, password, domain, user name)"),
@@ -45,9 +48,10 @@ EXIT_CODES = [
     ("245", "domain does not exist"),
     ("246", "user does not exist"),
     ("249", "user's directory already exists"),
-    ("253", "vpopmail directory missing"),
+    ("253", "vpopmail directory missing; vmkpasswd of an unknown domain"),
     ("254", "user exists (library), unknown option of valias"),
-    ("255", "illegal username, and every classic error vpopmail reports with -1"),
+    ("255", "illegal username, and every classic error vpopmail reports with -1; dotqmail2valias on a store "
+            "without valias"),
     ("182-187", "password refused by the strength policy"),
 ]
 
