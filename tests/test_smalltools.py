@@ -336,3 +336,12 @@ def test_i12_07_vusagec(st):
         assert r.out.splitlines() == ["entry,bytes,files,source", f"bob@{D},500,3,maildirsize"]
     finally:
         daemon.close()
+    os.unlink(sock)
+    mute = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # accepts, never answers: the 2 s timeout
+    mute.bind(sock)
+    mute.listen(1)
+    try:
+        r = st.ok("vusagec", f"bob@{D}")
+        assert r.out == f"bob@{D}: 500 byte(s) in 3 file(s)\n" and "failed" in r.err and len(r.err_lines) == 1
+    finally:
+        mute.close()

@@ -571,6 +571,8 @@ def local_usage(store, entry: str) -> tuple[int, int] | None:
 
 
 def usage_rows(store, entries: list[str], use_daemon: bool = True) -> list[dict]:
+    """One row per entry: bytes and files (None: no data) and where they came from."""
+    A._local_store(store, "vusagec")  # the Maildirs and vusagec.conf are on this machine
     client = usage_daemon(store) if use_daemon else None
     rows = []
     for entry in entries:
