@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -63,6 +63,12 @@ _vcli() {
         catchall) opts="--set --bounce --delete --dry-run -h --help"; kind=domain ;;
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
         vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
+        vverifypw) opts="--password-file --encrypted -e -h --help"; kind=address ;;
+        vmkpasswd) opts="--dry-run -h --help"; kind=domain ;;
+        vchangepw) opts="-h --help"; kind=none ;;
+        vrcptcheck) opts="-h --help"; kind=address ;;
+        vusagec) opts="--local --format -o -h --help"; kind=none ;;
+        vmakedotqmail) opts="--user -u --domain -d --all -A --overwrite -o --reverse -r --qmail-default -q --testing -t --dry-run -h --help"; kind=none ;;
         completion) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "show install" -- "$cur")); return; fi ;;
         config) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "path show" -- "$cur")); return; fi ;;
     esac
@@ -78,7 +84,10 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vuserinfo:--format|vuserinfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vusagec:--format|vusagec:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vmakedotqmail:--domain|vmakedotqmail:-d) _vcli_store domains "$3" ;;
         vuserinfo:-D) _vcli_store domains "$3" ;;
+        vmakedotqmail:-d) _vcli_store domains "$3" ;;
         *) return 1 ;;
     esac
 }
@@ -99,9 +108,16 @@ _vcli_classic() {
         vdominfo) opts="-v -a -n -u -g -d -t -r"; kind=domain ;;
         valias) opts="-v -n -s -d -i"; kind=target ;;
         vaddaliasdomain) opts="-v"; kind=domain ;;
+        vverifypw) opts="-h -v -e"; kind=address ;;
+        vmkpasswd) opts=""; kind=domain ;;
+        vchangepw) opts=""; kind=none ;;
+        vmakedotqmail) opts="-a -A -u -d -q -o -r -t -h"; kind=none ;;
+        dotqmail2valias) opts="-a -v -d"; kind=domain ;;
+        vrcptcheck) opts=""; kind=none ;;
+        vusagec) opts=""; kind=address ;;
     esac
     _vcli_value "${COMP_WORDS[0]##*/}" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }
-complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain
+complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec

@@ -706,3 +706,6 @@ def main() -> None:
 
             raise SystemExit(EXIT_USAGE) from None
         raise
+
+
+from . import app_smalltools  # noqa: E402,F401 - registers vverifypw, vmkpasswd, vusagec ... (issue 12)

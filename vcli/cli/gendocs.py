@@ -16,11 +16,16 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 VERSION = "0.1.0"
 CLASSIC = ("vadduser", "vdeluser", "vmoduser", "vuserinfo", "vpasswd", "vsetuserquota", "vadddomain",
            "vdeldomain", "vdominfo", "valias", "vaddaliasdomain")
+SMALL_TOOLS = ("vverifypw", "vmkpasswd", "vchangepw", "vmakedotqmail", "dotqmail2valias", "vrcptcheck",
+               "vusagec")  # issue 12: vcli/cli/smalltools.py
+CLASSIC += SMALL_TOOLS
 
 # README "Exit codes", one structure for the man pages and the README check
 EXIT_CODES = [
     ("0", "success"),
-    ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f)"),
+    ("1", "refused, nothing done (e.g. vdeldomain of a domain with aliases, without -f); vrcptcheck: no such "
+          "recipient; vusagec without arguments"),
+    ("3", "vchangepw: the old password is wrong, the user unknown, or the password too long"),
     ("64", "bad command line (vcli subcommands); the classic names keep vpopmail's 255"),
     ("65", "a store file is corrupt and could not be repaired; vcli check found problems; a --from-file line "
            "is not UTF-8"),
@@ -33,6 +38,7 @@ EXIT_CODES = [
     ("77", "remote login failed, or the login may not do this"),
     ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
            "exist"),
+    ("111", "vrcptcheck: temporary problem (no fd 3, the store unreadable)"),
     ("201", "can't delete catchall account"),
     ("220", "can't read domain limits"),
     ("225-231", "a field too long (clear password, dir, quota, gecos, password, domain, user name)"),
@@ -42,9 +48,10 @@ EXIT_CODES = [
     ("245", "domain does not exist"),
     ("246", "user does not exist"),
     ("249", "user's directory already exists"),
-    ("253", "vpopmail directory missing"),
+    ("253", "vpopmail directory missing; vmkpasswd of an unknown domain"),
     ("254", "user exists (library), unknown option of valias"),
-    ("255", "illegal username, and every classic error vpopmail reports with -1"),
+    ("255", "illegal username, and every classic error vpopmail reports with -1; dotqmail2valias on a store "
+            "without valias"),
     ("182-187", "password refused by the strength policy"),
 ]
 
@@ -144,12 +151,15 @@ CLASSIC_VALUES = {("vuserinfo", "D"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
+    from . import smalltools as S
     from . import usage as U
     from .classic import ARGUMENTS, OPTSTRINGS
 
+    OPTSTRINGS, ARGUMENTS = {**OPTSTRINGS, **S.OPTSTRINGS}, {**ARGUMENTS, **S.ARGUMENTS}
+    values = {**CLASSIC_VALUES, **S.VALUES}
     out = {}
     for name in CLASSIC:
-        text = U.VMODUSER if name == "vmoduser" else getattr(U, name.upper())
+        text = S.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
         letters = re.findall(r"([A-Za-z0-9])(?=:{0,2})", OPTSTRINGS[name])
         helps = {}
         for line in text.splitlines():
@@ -161,7 +171,7 @@ def classic_model() -> dict[str, dict]:
                 helps[m.group(1)] = rest.strip()
         opts = [{"letter": c, "help": helps.get(c, ""), "arg": OPTSTRINGS[name].split(c, 1)[1][:1] == ":",
                  "optional": OPTSTRINGS[name].split(c, 1)[1][:2] == "::",
-                 "value": CLASSIC_VALUES.get((name, c), "none")}
+                 "value": values.get((name, c), "none")}
                 for c in dict.fromkeys(letters)]
         out[name] = {"usage": text, "options": opts, "kind": ARGUMENTS[name]}
     return out
@@ -426,7 +436,9 @@ def man_classic(name: str) -> str:
 
 
 def _classic_purpose(name: str) -> str:
-    return {
+    from .smalltools import PURPOSE
+
+    return PURPOSE.get(name) or {
         "vadduser": "add a user", "vdeluser": "delete a user", "vmoduser": "change users and their flags",
         "vuserinfo": "show users", "vpasswd": "change a password", "vsetuserquota": "set quotas",
         "vadddomain": "add a domain", "vdeldomain": "delete a domain", "vdominfo": "show domains",

@@ -115,3 +115,22 @@ def percent(quota: str, used_bytes: int, used_count: int) -> int:
 
 def maildirsize_bytes(quota: str, used_bytes: int, used_count: int) -> bytes:
     return f"{quota}\n{used_bytes} {used_count}\n".encode()
+
+
+def read_maildirsize(maildir: str) -> tuple[int, int] | None:
+    """(bytes, messages) summed from Maildir++ `maildirsize` (quota line, then `<bytes> <count>`
+    lines, deltas included); None when the file is missing or does not parse."""
+    try:
+        with open(os.path.join(maildir, "maildirsize"), "rb") as f:
+            lines = f.read(1 << 20).decode("latin-1").split("\n")[1:]
+    except OSError:
+        return None
+    size = count = 0
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or not all(p.lstrip("-").isdigit() for p in parts):
+            return None
+        size, count = size + int(parts[0]), count + int(parts[1])
+    return max(size, 0), max(count, 0)

@@ -553,6 +553,15 @@ class Store(BackendCommon):
                 self.warn(f"Warning: {self._vpasswd(entry)} line {n} is malformed; listing stops there")
                 return
 
+    def rebuild_cdb(self, domain: str) -> str:
+        """vmkpasswd: vpasswd.cdb built afresh from vpasswd under the domain lock; its path."""
+        entry = self.real_entry(domain)
+        vp = self._vpasswd(entry)
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)  # a malformed vpasswd is refused, not half indexed
+            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
+        return vp + ".cdb"
+
     def user_usage(self, user: VUser) -> UserUsage:
         used_bytes, used_count = quota.usage(os.path.join(user.dir, "Maildir"))
         pct = None if user.quota == "NOQUOTA" else quota.percent(user.quota, used_bytes, used_count)
