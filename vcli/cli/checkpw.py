@@ -15,8 +15,11 @@ from __future__ import annotations
 import os
 import sys
 
+from .. import flags as F
+
 MAX_INPUT = 512  # the checkpassword interface's limit
-SERVICE_FLAG = {"pop": 0x2, "webmail": 0x4, "imap": 0x8, "smtp": 0x800}  # NO_POP, NO_WEBMAIL, NO_IMAP, NO_SMTP
+SERVICE_FLAG = {svc: F.BY_NAME[name].bit for svc, name in
+                (("pop", "NO_POP"), ("webmail", "NO_WEBMAIL"), ("imap", "NO_IMAP"), ("smtp", "NO_SMTP"))}
 PORTS = {"25": "smtp", "465": "smtp", "587": "smtp", "110": "pop", "995": "pop", "143": "imap", "993": "imap"}
 
 # refusal kind -> (vchkpw exit, vcheckpassword exit)
@@ -205,7 +208,7 @@ def check_remote(login: str, password: str, svc: str, remote: str, timeout: floa
     except TimeoutError:
         raise Refused("temp", f"{remote} did not answer within {timeout:g} s") from None
     except (VcliError, OSError) as exc:
-        raise Refused("temp", f"{remote}: {getattr(exc, 'message', None) or exc}") from None
+        raise Refused("temp", getattr(exc, "message", None) or f"{remote}: {exc}") from None
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
