@@ -697,7 +697,7 @@ def vpopmaild(ctx: typer.Context):
 @app.command("checkpassword", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
              add_help_option=False)
 def checkpassword(ctx: typer.Context):
-    """Check login\0password\0 on fd 3 (the checkpassword interface), locally or with
+    """Check login NUL password NUL on fd 3 (the checkpassword interface), locally or with
     --remote/--profile through a vpopmaild, then run the program given; exit 1 refused, 2 misuse,
     111 temporary. Per-login use: the lean `vcheckpassword` command is the same and starts faster."""
     from .checkpw import checkpassword_main
