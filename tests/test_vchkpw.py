@@ -276,3 +276,36 @@ def test_i12_02_remote_down_or_silent_is_temporary(daemon_env):
         took = time.monotonic() - t0
     assert r.returncode == 111 and "did not answer" in r.stderr and "1 s" in r.stderr, r.stderr
     assert 1 <= took < 3
+
+
+def test_i12_01_dovecot_checkpassword_conventions(site):
+    """Item 1 (Dovecot's checkpassword passdb): SERVICE names the service when the port does not;
+    the ids are not changed (checkpassword-reply refuses a setuid checkpassword) but passed as
+    userdb_uid/userdb_gid listed in EXTRA; a wrong password is the standard's 1 for vcheckpassword."""
+    st, env, _ = site
+    uid, gid = st.real_entry(D).uid, st.real_entry(D).gid
+    prog = ["/bin/sh", "-c", "id -u; env"]
+    for cmd in ("vchkpw", "vcheckpassword"):
+        r = run_direct(env, [cmd, *prog], req("bob@example.test", "bob-Pass1"), SERVICE="imap", TCPLOCALPORT="10143",
+                       TCPREMOTEIP="192.0.2.3", EXTRA="userdb_quota_rule")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0] == str(os.geteuid())
+        assert f"userdb_uid={uid}" in lines and f"userdb_gid={gid}" in lines
+        assert "EXTRA=userdb_quota_rule userdb_uid userdb_gid" in lines and f"HOME={home(st, 'bob')}" in lines
+        r = run_direct(env, [cmd, *prog], req("noimap@example.test", "noimap-Pass1"), SERVICE="imap",
+                       TCPREMOTEIP="192.0.2.3")
+        assert r.returncode == 1 and "imap access closed" in r.stderr
+    r = run_direct(env, ["vcheckpassword", *prog], req("bob@example.test", "nope"), SERVICE="imap")
+    assert r.returncode == 1 and r.stdout == ""
+
+
+def test_i12_02_help_and_bad_options(site):
+    """Item 2: --help is usage on stdout (exit 0) before fd 3 is read; a bad --timeout or an
+    unknown profile is misuse (2) with one line."""
+    _, env, _ = site
+    r = subprocess.run([tool("vcheckpassword"), "--help"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and r.stdout.startswith("usage: vcheckpassword")
+    for args in (["--timeout", "soon"], ["--timeout", "0"], ["--profile", "none"], ["--service", "ftp"]):
+        r = run_direct(dict(env, VCLI_CONFIG=os.devnull), ["vcheckpassword", *args, "/bin/true"], req("bob", "bob-Pass1"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)

@@ -194,6 +194,8 @@ def check_remote(login: str, password: str, svc: str, remote: str, timeout: floa
     def expired(signum, frame):
         raise TimeoutError
 
+    if any(c.isspace() for c in login):  # the protocol's words are split on blanks
+        raise Refused("bad_chars", f"invalid login {login!r}")
     host, port = split_hostport(remote)
     conn = Connection(host, port, timeout=timeout, tls=tls, ca_file=ca_file, connect_timeout=timeout)
     old = signal.signal(signal.SIGALRM, expired)
@@ -275,6 +277,10 @@ CHECKPASSWORD_OPTIONS = [  # (option, value name, help): read by the parser, the
 ]
 
 
+USAGE = ("usage: vcheckpassword [--remote HOST[:PORT] | --profile NAME] [--timeout S] [--tls] [--ca-file FILE] "
+         "[--service pop|imap|smtp|webmail] program [args...]")
+
+
 def _parse(argv: list[str]) -> tuple[dict, list[str]]:
     """Options up to the program name (the program's own arguments are never ours)."""
     takes = {o: bool(v) for o, v, _ in CHECKPASSWORD_OPTIONS}
@@ -285,6 +291,8 @@ def _parse(argv: list[str]) -> tuple[dict, list[str]]:
         i += 1
         if arg == "--":
             break
+        if arg == "--help":
+            raise Refused("help", USAGE)
         name, eq, value = arg.partition("=")
         if name not in takes:
             raise Refused("usage", f"unknown option {name}")
@@ -329,8 +337,7 @@ def checkpassword_main(argv: list[str]) -> int:
     try:
         opts, prog = _parse(argv)
         if not prog:
-            raise Refused("usage", "usage: vcheckpassword [--remote HOST[:PORT] | --profile NAME] "
-                                   "[--timeout S] program [args...]")
+            raise Refused("usage", USAGE)
         svc = opts.get("service") or service(prog[0])
         if svc not in SERVICE_FLAG:
             raise Refused("usage", f"--service {svc!r}: pop, imap, smtp or webmail")
@@ -347,6 +354,10 @@ def checkpassword_main(argv: list[str]) -> int:
             env = _user_env(login, vu.name, vu.dir)
             enter_mailbox(store, vu, real, svc, env)
     except Refused as exc:
+        if exc.kind == "help":
+            print(exc.message + "\n(login\\0password\\0timestamp\\0 on fd 3; exit 1 refused, 2 misuse, 111 temporary;"
+                  " see vcheckpassword(8))")
+            return 0
         return _finish("vcheckpassword", exc, 1)
     return _exec(prog, env, "vcheckpassword")
 
