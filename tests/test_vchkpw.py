@@ -306,6 +306,7 @@ def test_i12_02_help_and_bad_options(site):
     _, env, _ = site
     r = subprocess.run([tool("vcheckpassword"), "--help"], env=env, capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and r.stdout.startswith("usage: vcheckpassword")
-    for args in (["--timeout", "soon"], ["--timeout", "0"], ["--profile", "none"], ["--service", "ftp"]):
+    for args in (["--timeout", "soon"], ["--timeout", "0"], ["--profile", "none"], ["--service", "ftp"],
+                 ["--remote", "host:99999"], ["--remote"]):
         r = run_direct(dict(env, VCLI_CONFIG=os.devnull), ["vcheckpassword", *args, "/bin/true"], req("bob", "bob-Pass1"))
         assert r.returncode == 2 and r.stderr.count("\n") == 1, (args, r.stderr)

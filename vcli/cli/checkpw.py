@@ -146,7 +146,7 @@ def enter_mailbox(store, vu, real: str, svc: str, env: dict) -> None:
     try:
         store.set_lastauth(vu, real, env.get("TCPREMOTEIP") or "0.0.0.0")
     except Exception as exc:  # noqa: BLE001 - a login does not fail over its log record
-        print(f"vchkpw: lastauth of {vu.name}@{real} not written: {exc}", file=sys.stderr)
+        print(f"{os.path.basename(sys.argv[0])}: lastauth of {vu.name}@{real} not written: {exc}", file=sys.stderr)
     if svc == "smtp":
         return
     dovecot = "SERVICE" in env
@@ -343,6 +343,10 @@ def checkpassword_main(argv: list[str]) -> int:
             raise Refused("usage", f"--service {svc!r}: pop, imap, smtp or webmail")
         try:
             remote, timeout, tls, ca_file = _remote_settings(opts)
+            if remote:
+                from ..backend import split_hostport
+
+                split_hostport(remote)  # a bad HOST:PORT is misuse, found before fd 3 is read
         except VcliError as exc:  # a bad config file or HOST:PORT
             raise Refused("usage", exc.message) from None
         login, password = read_request()
