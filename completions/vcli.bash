@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -63,6 +63,7 @@ _vcli() {
         catchall) opts="--set --bounce --delete --dry-run -h --help"; kind=domain ;;
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
         vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
+        checkpassword) opts="--remote --profile --timeout --tls --ca-file --service"; kind=none ;;
         vverifypw) opts="--password-file --encrypted -e -h --help"; kind=address ;;
         vmkpasswd) opts="--dry-run -h --help"; kind=domain ;;
         vchangepw) opts="-h --help"; kind=none ;;
@@ -84,6 +85,7 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vuserinfo:--format|vuserinfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        checkpassword:--service) COMPREPLY=($(compgen -W "pop imap smtp webmail" -- "$3")) ;;
         vusagec:--format|vusagec:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vmakedotqmail:--domain|vmakedotqmail:-d) _vcli_store domains "$3" ;;
         vuserinfo:-D) _vcli_store domains "$3" ;;
@@ -121,3 +123,19 @@ _vcli_classic() {
     _vcli_arg "$kind" "$cur"
 }
 complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec
+
+_vcli_checkpw() {  # options of vcheckpassword, then a program and its arguments
+    local cur="${COMP_WORDS[COMP_CWORD]}" i
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        case "${COMP_WORDS[i]}" in
+            --remote|--profile|--timeout|--ca-file|--service) ((i++)) ;;
+            --*) ;;
+            *) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+        esac
+    done
+    if [[ "${COMP_WORDS[0]##*/}" == vcheckpassword && "$cur" == -* ]]; then
+        COMPREPLY=($(compgen -W "--remote --profile --timeout --tls --ca-file --service" -- "$cur")); return
+    fi
+    COMPREPLY=($(compgen -c -- "$cur"))
+}
+complete -o default -F _vcli_checkpw vchkpw vcheckpassword

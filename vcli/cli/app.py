@@ -694,6 +694,22 @@ def vpopmaild(ctx: typer.Context):
     raise typer.Exit(daemon_main(list(ctx.args)) or 0)
 
 
+@app.command("checkpassword", context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+             add_help_option=False)
+def checkpassword(ctx: typer.Context):
+    """Check login NUL password NUL on fd 3 (the checkpassword interface), locally or with
+    --remote/--profile through a vpopmaild, then run the program given; exit 1 refused, 2 misuse,
+    111 temporary. Per-login use: the lean `vcheckpassword` command is the same and starts faster."""
+    from .checkpw import checkpassword_main
+
+    global _RAW_STATUS
+    _RAW_STATUS = True  # its 2 is the checkpassword interface's "misuse", not click's usage error
+    raise typer.Exit(checkpassword_main(list(ctx.args)))
+
+
+_RAW_STATUS = False
+
+
 def main() -> None:
     guard_std_fds()
     try:
@@ -701,7 +717,7 @@ def main() -> None:
     except SystemExit as exc:
         # click ends a bad command line with status 2, which no vcli command uses otherwise;
         # the README promises EX_USAGE (64) for it
-        if exc.code == 2:
+        if exc.code == 2 and not _RAW_STATUS:
             from ..errors import EXIT_USAGE
 
             raise SystemExit(EXIT_USAGE) from None

@@ -577,6 +577,30 @@ class Store(BackendCommon):
         except OSError:
             return None
 
+    def set_lastauth(self, user: VUser, domain: str, ip: str) -> None:
+        """vchkpw's record of a successful login: `lastauth` = the client IP (no newline), 0600,
+        owned by the domain's owner; its mtime is the login time (store.md §7)."""
+        if any(c in ip for c in "\0\n\r/") or len(ip) > 64:
+            ip = "0.0.0.0"
+        path = os.path.join(user.dir, "lastauth")
+        owner = self._owner(self.real_entry(domain))
+        # temp + rename, without atomic_write's fsyncs: one per login would cost more than the
+        # check itself, and a record lost in a crash is harmless
+        tmp = os.path.join(user.dir, f".lastauth.tmp.{os.getpid()}")
+        try:
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                owner.apply_fd(fd)
+                os.write(fd, ip.encode("ascii", "replace"))
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+        except OSError as exc:
+            discard(tmp)
+            raise io_error(exc, path) from None
+
     # --- writing users ----------------------------------------------------------
 
     def _read_lines(self, entry: AssignEntry) -> list[bytes]:
