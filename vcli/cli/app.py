@@ -694,6 +694,9 @@ def vpopmaild(ctx: typer.Context):
     raise typer.Exit(daemon_main(list(ctx.args)) or 0)
 
 
+from . import app_domtools  # noqa: E402,F401 - registers vmoddomlimits, vdeloldusers, vpopbull
+
+
 def main() -> None:
     guard_std_fds()
     try:

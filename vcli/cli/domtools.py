@@ -486,7 +486,7 @@ def over_quota(user, maildir: str, size: int) -> bool:
     return bool((qsize and used_b + size > qsize) or (qcount and used_c + 1 > qcount))
 
 
-def charge_maildirsize(maildir: str, size: int, owner: Owner) -> None:
+def charge_maildirsize(maildir: str, size: int) -> None:
     """Add the delivery to maildirsize as a Maildir++ delivery does: append `<bytes> 1`."""
     path = os.path.join(maildir, "maildirsize")
     try:
@@ -538,7 +538,9 @@ def bull_domains(store, names: list[str], note) -> list:
 
 
 def vpopbull(store, bull: Bulletin | None, domains: list[str], exclude: set[str], list_only: bool,
-             note=lambda m: None, on_user=None) -> BullResult:
+             note=lambda m: None, on_user=None, dry_run: bool = False) -> BullResult:
+    """Deliver `bull` to every user of the domains (list_only: just name them; dry_run: sort them
+    into delivered / over quota as a real run would, writing nothing)."""
     res = BullResult()
     dl = Deliverer(bull) if bull is not None else None
     for name, entry in bull_domains(store, domains, note):
@@ -551,13 +553,14 @@ def vpopbull(store, bull: Bulletin | None, domains: list[str], exclude: set[str]
                 res.listed.append(address)
                 continue
             try:
-                maildir = ensure_maildir(u.dir, owner)
+                maildir = os.path.join(u.dir, "Maildir") if dry_run else ensure_maildir(u.dir, owner)
                 size = dl.size_for(address)
                 if over_quota(u, maildir, size):
                     res.over_quota.append(address)
                     continue
-                dl.deliver(maildir, address, owner)
-                charge_maildirsize(maildir, size, owner)
+                if not dry_run:
+                    dl.deliver(maildir, address, owner)
+                    charge_maildirsize(maildir, size)
             except OSError as exc:
                 res.failed.append(f"{address}: ERROR COPYING TO {u.dir} ({exc.strerror or exc})")
                 if exc.errno == errno.EXDEV:
