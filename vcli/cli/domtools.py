@@ -240,16 +240,23 @@ DEFAULT_AGE_DAYS = 180
 VDELOLDUSERS_OPTS = "vVDd:a:e"
 
 
-def catchall_user(store, domain: str) -> str | None:
-    """The mailbox of `domain` its .qmail-default sends unknown users' mail to, if any."""
+def catchall_test(store, domain: str):
+    """A test `user -> bool` for the mailbox `domain`'s .qmail-default sends unknown users' mail to:
+    named as an address, a bare mailbox name, or (vadddomain -e) the mailbox's directory."""
     try:
         target = A.catchall_show(store, domain)
     except (A.ClassicError, UsageError, OSError):
-        return None
-    if len(target) != 1 or "/" in target[0] or target[0] in A.CATCHALL_ACTIONS:
-        return None
-    user, _, dom = target[0].partition("@")
-    return user.lower() if not dom or dom.lower() == domain else None
+        return lambda u: False
+    if len(target) != 1 or target[0] in A.CATCHALL_ACTIONS:
+        return lambda u: False
+    t = target[0]
+    if "/" in t:
+        path = os.path.normpath(t)
+        return lambda u: path in (os.path.normpath(u.dir), os.path.join(os.path.normpath(u.dir), "Maildir"))
+    user, _, dom = t.partition("@")
+    if dom and dom.lower() != domain:
+        return lambda u: False
+    return lambda u: u.name == user.lower()
 
 
 def load_exclude(path: str | None) -> set[str]:
@@ -291,7 +298,7 @@ def old_users(store, domain: str | None, age_days: int, exclude: set[str], note,
     cutoff = (time.time() if now is None else now) - 86400 * age_days
     out = []
     for dom in _domains(store, domain):
-        keep = catchall_user(store, dom)
+        is_catchall = catchall_test(store, dom)
         for u in list(store.list_users(dom)):
             address = f"{u.name}@{dom}"
             if u.name == "postmaster":
@@ -303,7 +310,7 @@ def old_users(store, domain: str | None, age_days: int, exclude: set[str], note,
             la = store.lastauth(u)
             if la is None or la[0] == 0 or la[0] >= cutoff:
                 continue
-            if u.name == keep:
+            if is_catchall(u):
                 note(f"skipping {address} (catch-all)")
                 continue
             out.append(OldUser(u.name, dom, la[0]))
