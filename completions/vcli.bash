@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild vmoddomlimits vdeloldusers vpopbull completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -63,6 +63,9 @@ _vcli() {
         catchall) opts="--set --bounce --delete --dry-run -h --help"; kind=domain ;;
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
         vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
+        vmoddomlimits) opts="--default -d --show -S --delete -D --quota -Q --default-quota -q --max-msgcount --default-maxmsgcount --max-popaccounts --max-aliases --max-forwards --max-autoresponders --max-mailinglists --flags -g --perm-account --perm-alias --perm-forward --perm-autoresponder --perm-maillist --perm-maillist-users --perm-maillist-moderators --perm-quota --perm-defaultquota --format -o --dry-run -h --help"; kind=domain ;;
+        vdeloldusers) opts="--domain -d --all -e --age -a --weeks --exclude -x --delete -D --verbose -V --format -o --dry-run -h --help"; kind=none ;;
+        vpopbull) opts="--file -f --exclude -e --list -n --method --verbose -V --format -o --dry-run -h --help"; kind=domain ;;
         completion) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "show install" -- "$cur")); return; fi ;;
         config) if [[ -z "$sub" ]]; then COMPREPLY=($(compgen -W "path show" -- "$cur")); return; fi ;;
     esac
@@ -78,7 +81,13 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vuserinfo:--format|vuserinfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vmoddomlimits:--format|vmoddomlimits:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vdeloldusers:--domain|vdeloldusers:-d) _vcli_store domains "$3" ;;
+        vdeloldusers:--format|vdeloldusers:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vpopbull:--method) COMPREPLY=($(compgen -W "copy hard symbolic" -- "$3")) ;;
+        vpopbull:--format|vpopbull:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vuserinfo:-D) _vcli_store domains "$3" ;;
+        vdeloldusers:-d) _vcli_store domains "$3" ;;
         *) return 1 ;;
     esac
 }
@@ -99,9 +108,12 @@ _vcli_classic() {
         vdominfo) opts="-v -a -n -u -g -d -t -r"; kind=domain ;;
         valias) opts="-v -n -s -d -i"; kind=target ;;
         vaddaliasdomain) opts="-v"; kind=domain ;;
+        vmoddomlimits) opts="-v -S -D -d -Q -q -M -m -P -A -F -R -L -g -p -a -f -r -l -u -o -x -z -h"; kind=domain ;;
+        vdeloldusers) opts="-v -V -D -d -a -e"; kind=none ;;
+        vpopbull) opts="-V -v -c -s -h -n -f -e"; kind=domain ;;
     esac
     _vcli_value "${COMP_WORDS[0]##*/}" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }
-complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain
+complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vmoddomlimits vdeloldusers vpopbull

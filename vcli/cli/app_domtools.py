@@ -14,9 +14,6 @@ from . import domtools as DT
 from .app import DryRunOpt, Format, FormatOpt, _done, _emit_rows, _global, _lines, _store, app
 from .common import print_lines
 
-CountOpt = Annotated[str | None, typer.Option(metavar="COUNT")]
-FlagsOpt = Annotated[str | None, typer.Option(metavar="LETTERS")]
-
 
 @app.command("vmoddomlimits")
 def vmoddomlimits(
@@ -28,25 +25,25 @@ def vmoddomlimits(
     quota: Annotated[str | None, typer.Option("--quota", "-Q", metavar="MB", help="Domain disk quota in MB.")] = None,
     default_quota: Annotated[str | None, typer.Option("--default-quota", "-q", metavar="QUOTA",
                                                       help="Default quota of new users (10485760, 10M).")] = None,
-    max_msgcount: CountOpt = None,
-    default_maxmsgcount: CountOpt = None,
-    max_popaccounts: CountOpt = None,
-    max_aliases: CountOpt = None,
-    max_forwards: CountOpt = None,
-    max_autoresponders: CountOpt = None,
-    max_mailinglists: CountOpt = None,
+    max_msgcount: Annotated[str | None, typer.Option(metavar="COUNT", help="Domain max message count (-M).")] = None,
+    default_maxmsgcount: Annotated[str | None, typer.Option(metavar="COUNT", help="Default max message count of new users (-m).")] = None,
+    max_popaccounts: Annotated[str | None, typer.Option(metavar="COUNT", help="Max POP accounts, -1 unlimited (-P).")] = None,
+    max_aliases: Annotated[str | None, typer.Option(metavar="COUNT", help="Max aliases, -1 unlimited (-A).")] = None,
+    max_forwards: Annotated[str | None, typer.Option(metavar="COUNT", help="Max forwards, -1 unlimited (-F).")] = None,
+    max_autoresponders: Annotated[str | None, typer.Option(metavar="COUNT", help="Max autoresponders, -1 unlimited (-R).")] = None,
+    max_mailinglists: Annotated[str | None, typer.Option(metavar="COUNT", help="Max mailing lists, -1 unlimited (-L).")] = None,
     flags: Annotated[str | None, typer.Option("--flags", "-g", metavar="LETTERS",
                                               help="Domain-wide disable flags, replacing the old ones: "
                                                    "u d p s w i r c x m (see vmoddomlimits(1)).")] = None,
-    perm_account: FlagsOpt = None,
-    perm_alias: FlagsOpt = None,
-    perm_forward: FlagsOpt = None,
-    perm_autoresponder: FlagsOpt = None,
-    perm_maillist: FlagsOpt = None,
-    perm_maillist_users: FlagsOpt = None,
-    perm_maillist_moderators: FlagsOpt = None,
-    perm_quota: FlagsOpt = None,
-    perm_defaultquota: FlagsOpt = None,
+    perm_account: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on POP accounts: letters a c m d (-p).")] = None,
+    perm_alias: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on aliases (-a).")] = None,
+    perm_forward: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on forwards (-f).")] = None,
+    perm_autoresponder: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on autoresponders (-r).")] = None,
+    perm_maillist: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on mailing lists (-l).")] = None,
+    perm_maillist_users: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on mailing list users (-u).")] = None,
+    perm_maillist_moderators: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on mailing list moderators (-o).")] = None,
+    perm_quota: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on quotas (-x).")] = None,
+    perm_defaultquota: Annotated[str | None, typer.Option(metavar="LETTERS", help="Admin rights on the default quota (-z).")] = None,
     fmt: FormatOpt = Format.plain,
     dry_run: DryRunOpt = False,
 ):

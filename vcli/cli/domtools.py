@@ -178,14 +178,13 @@ def del_limits(store, domain: str) -> list[str]:
     return ["Limits deleted"]
 
 
-VMODDOMLIMITS_OPTS = "vSDdQ:q:M:m:P:A:F:R:L:g:p:a:f:r:l:u:o:x:z:h"
 
 
 def vmoddomlimits_main(argv: list[str]) -> int:
     from . import usage as U
-    from .classic import Getopt
+    from .classic import OPTSTRINGS, Getopt
 
-    opts, pos, _ = Getopt("vmoddomlimits", VMODDOMLIMITS_OPTS, on_unknown="ignore").parse(argv)
+    opts, pos, _ = Getopt("vmoddomlimits", OPTSTRINGS["vmoddomlimits"], on_unknown="ignore").parse(argv)
     letters = [o for o, _ in opts]
     for o, _ in opts:
         if o == "v":
@@ -237,7 +236,6 @@ def vmoddomlimits_main(argv: list[str]) -> int:
 # --- vdeloldusers -------------------------------------------------------------------
 
 DEFAULT_AGE_DAYS = 180
-VDELOLDUSERS_OPTS = "vVDd:a:e"
 
 
 def catchall_test(store, domain: str):
@@ -332,9 +330,9 @@ def _age(text: str) -> int:
 
 def vdeloldusers_main(argv: list[str]) -> int:
     from . import usage as U
-    from .classic import Getopt
+    from .classic import OPTSTRINGS, Getopt
 
-    opts, pos, _ = Getopt("vdeloldusers", VDELOLDUSERS_OPTS).parse(argv)
+    opts, pos, _ = Getopt("vdeloldusers", OPTSTRINGS["vdeloldusers"]).parse(argv)
     if not argv:
         sys.stderr.write(U.VDELOLDUSERS)
         return 255
@@ -370,7 +368,6 @@ def vdeloldusers_main(argv: list[str]) -> int:
 
 # --- vpopbull ------------------------------------------------------------------------
 
-VPOPBULL_OPTS = "Vvcshnf:e:"
 
 
 @dataclass
@@ -582,12 +579,12 @@ def vpopbull(store, bull: Bulletin | None, domains: list[str], exclude: set[str]
 
 def vpopbull_main(argv: list[str]) -> int:
     from . import usage as U
-    from .classic import Getopt
+    from .classic import OPTSTRINGS, Getopt
 
     if not argv:
         sys.stderr.write(U.VPOPBULL)
         return 255
-    opts, pos, bad = Getopt("vpopbull", VPOPBULL_OPTS, on_unknown="usage").parse(argv)
+    opts, pos, bad = Getopt("vpopbull", OPTSTRINGS["vpopbull"], on_unknown="usage").parse(argv)
     if bad:
         sys.stderr.write(U.VPOPBULL)
         return 255

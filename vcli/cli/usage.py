@@ -129,7 +129,7 @@ The two domains may be given in either order: the one that exists is the real on
 """
 
 VMODDOMLIMITS = """\
-vmoddomlimits: usage: [options] domain 
+vmoddomlimits: usage: [options] domain\x20
 options: -v ( display the vpopmail version number )
          -d ( use the vlimits.default file, instead of domain )
          -S ( show current settings )
