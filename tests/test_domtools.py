@@ -217,9 +217,9 @@ DAY = 86400
 
 
 def set_lastauth(s: CliStore, domain: str, user: str, days_ago: float | None) -> None:
-    path = s.ddir(domain) / user / "lastauth"
+    path = os.path.join(s.fields(domain, user)[5], "lastauth")  # the home, maybe in a hash dir
     if days_ago is None:
-        path.unlink()
+        os.unlink(path)
     else:
         t = time.time() - days_ago * DAY
         os.utime(path, (t, t))
@@ -440,3 +440,33 @@ def test_i12_05_vcli_subcommand(bull):
     assert os.stat(f).st_nlink == 1 + 4 + 2  # ann fits the raw 82 bytes: no headers added
     r = st.run("vcli", "vpopbull", D)
     assert r.rc == 64 and len(r.err_lines) == 1
+
+
+def test_i12_04_bulk_delete_leaves_what_one_by_one_vdeluser_leaves(base):
+    """vdeloldusers -D deletes a domain's old users in one rewrite (Store.del_users); the files it
+    leaves (vpasswd, cdb, .dir-control, .dir_control_free, the homes) are those of vdeluser one by one."""
+    hashed = "$6$saltsalt$" + "h" * 86
+    names = [f"u{i:03d}" for i in range(130)]  # past 100: the later ones live in hash dirs
+    old_ones = [n for i, n in enumerate(names) if i % 3 == 0]
+    stores = []
+    for sub in ("bulk", "one1"):
+        s = CliStore(base / sub)
+        s.call_ok("vadddomain", D, "Pm-pass1")
+        s.call_ok("vmoduser", "-e", hashed, f"postmaster@{D}")  # the same bytes in both stores
+        feed = base / f"{sub}.csv"
+        feed.write_text("".join(f"{n}@{D},{hashed}\n" for n in names))
+        assert s.call_vcli("vadduser", "--from-file", str(feed), "--hashed").rc == 0
+        stores.append(s)
+    bulk, single = stores
+    for n in names:
+        set_lastauth(bulk, D, n, 300 if n in old_ones else 1)
+    set_lastauth(bulk, D, "postmaster", 1)
+    bulk.ok("vdeloldusers", "-d", D, "-a", "100", "-D")
+    for n in old_ones:
+        single.call_ok("vdeluser", f"{n}@{D}")
+    for name in ("vpasswd", "vpasswd.cdb", ".dir-control", ".dir_control_free"):
+        mine = (bulk.ddir(D) / name).read_bytes().replace(b"/bulk/", b"/one1/")  # same length: cdb offsets hold
+        assert mine == (single.ddir(D) / name).read_bytes(), name
+    homes = [sorted(str(p.relative_to(s.ddir(D))) for p in s.ddir(D).rglob("*") if p.name == "Maildir")
+             for s in stores]
+    assert homes[0] == homes[1] and len(homes[0]) == 131 - len(old_ones)

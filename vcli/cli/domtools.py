@@ -318,8 +318,12 @@ def old_users(store, domain: str | None, age_days: int, exclude: set[str], note,
 
 
 def delete_old(store, users: list[OldUser]) -> None:
+    """One bulk delete per domain (one vpasswd and cdb rewrite, not one per user)."""
+    by_domain: dict[str, list[str]] = {}
     for u in users:
-        store.del_user(u.user, u.domain)
+        by_domain.setdefault(u.domain, []).append(u.user)
+    for domain, names in by_domain.items():
+        store.del_users(domain, names)
 
 
 def _age(text: str) -> int:
