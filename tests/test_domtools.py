@@ -470,3 +470,30 @@ def test_i12_04_bulk_delete_leaves_what_one_by_one_vdeluser_leaves(base):
     homes = [sorted(str(p.relative_to(s.ddir(D))) for p in s.ddir(D).rglob("*") if p.name == "Maildir")
              for s in stores]
     assert homes[0] == homes[1] and len(homes[0]) == 131 - len(old_ones)
+
+
+def test_i12_03_remote_vmoddomlimits_through_a_real_daemon(tmp_path):
+    """Over vpopmaild (get_limits / set_limits / del_limits) vmoddomlimits writes the same bytes;
+    vdeloldusers and vpopbull say in one line that they need the local store."""
+    from daemon_helpers import Daemon, build_store
+    from storeenv import run as env_run
+
+    env = build_store(tmp_path)
+    limits = os.path.join(env["VPOPMAIL_DIR"], "domains", D, ".qmailadmin-limits")
+    with Daemon(env) as d:
+        renv = dict(env, VCLI_REMOTE=f"127.0.0.1:{d.port}", VCLI_LOGIN="sysadmin@admin.test",
+                    VCLI_PASSWORD="SysPass1")
+        r = env_run(renv, "vmoddomlimits", "-P", "10", "-A", "20", "-F", "5", "-R", "3", "-L", "2", "-Q", "100",
+                    "-q", "10M", "-M", "1000", "-m", "500", "-g", "dp", D)
+        assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+        assert env_run(renv, "vmoddomlimits", "-p", "cd", "-a", "m", D).returncode == 0
+        with open(limits, "rb") as f:
+            assert f.read() == SPEC_FILE
+        assert env_run(renv, "vmoddomlimits", "-S", D).stdout == SPEC_SHOW
+        r = env_run(renv, "vmoddomlimits", "-D", D)
+        assert (r.returncode, r.stdout) == (0, "Limits deleted\n") and not os.path.exists(limits)
+        r = env_run(renv, "vmoddomlimits", "-P", "1", "nosuch.test")
+        assert r.returncode == 245 and len(r.stderr.splitlines()) == 1
+        for cmd in (["vdeloldusers", "-e", "-D"], ["vpopbull", "-n", D]):
+            r = env_run(renv, *cmd)
+            assert (r.returncode, r.stderr) == (255, f"Error: {cmd[0]} works on the local store only\n"), r
