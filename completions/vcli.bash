@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vmoddomlimits vdeloldusers vpopbull vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -64,6 +64,9 @@ _vcli() {
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
         vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
         checkpassword) opts="--remote --profile --timeout --tls --ca-file --service"; kind=none ;;
+        vmoddomlimits) opts="--default -d --show -S --delete -D --quota -Q --default-quota -q --max-msgcount --default-maxmsgcount --max-popaccounts --max-aliases --max-forwards --max-autoresponders --max-mailinglists --flags -g --perm-account --perm-alias --perm-forward --perm-autoresponder --perm-maillist --perm-maillist-users --perm-maillist-moderators --perm-quota --perm-defaultquota --format -o --dry-run -h --help"; kind=domain ;;
+        vdeloldusers) opts="--domain -d --all -e --age -a --weeks --exclude -x --delete -D --verbose -V --format -o --dry-run -h --help"; kind=none ;;
+        vpopbull) opts="--file -f --exclude -e --list -n --method --verbose -V --format -o --dry-run -h --help"; kind=domain ;;
         vverifypw) opts="--password-file --encrypted -e -h --help"; kind=address ;;
         vmkpasswd) opts="--dry-run -h --help"; kind=domain ;;
         vchangepw) opts="-h --help"; kind=none ;;
@@ -86,9 +89,15 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         checkpassword:--service) COMPREPLY=($(compgen -W "pop imap smtp webmail" -- "$3")) ;;
+        vmoddomlimits:--format|vmoddomlimits:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vdeloldusers:--domain|vdeloldusers:-d) _vcli_store domains "$3" ;;
+        vdeloldusers:--format|vdeloldusers:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vpopbull:--method) COMPREPLY=($(compgen -W "copy hard symbolic" -- "$3")) ;;
+        vpopbull:--format|vpopbull:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vusagec:--format|vusagec:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vmakedotqmail:--domain|vmakedotqmail:-d) _vcli_store domains "$3" ;;
         vuserinfo:-D) _vcli_store domains "$3" ;;
+        vdeloldusers:-d) _vcli_store domains "$3" ;;
         vmakedotqmail:-d) _vcli_store domains "$3" ;;
         *) return 1 ;;
     esac
@@ -110,6 +119,9 @@ _vcli_classic() {
         vdominfo) opts="-v -a -n -u -g -d -t -r"; kind=domain ;;
         valias) opts="-v -n -s -d -i"; kind=target ;;
         vaddaliasdomain) opts="-v"; kind=domain ;;
+        vmoddomlimits) opts="-v -S -D -d -Q -q -M -m -P -A -F -R -L -g -p -a -f -r -l -u -o -x -z -h"; kind=domain ;;
+        vdeloldusers) opts="-v -V -D -d -a -e"; kind=none ;;
+        vpopbull) opts="-V -v -c -s -h -n -f -e"; kind=domain ;;
         vverifypw) opts="-h -v -e"; kind=address ;;
         vmkpasswd) opts=""; kind=domain ;;
         vchangepw) opts=""; kind=none ;;
@@ -122,7 +134,7 @@ _vcli_classic() {
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }
-complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec
+complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vmoddomlimits vdeloldusers vpopbull vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec
 
 _vcli_checkpw() {  # options of vcheckpassword, then a program and its arguments
     local cur="${COMP_WORDS[COMP_CWORD]}" i

@@ -724,4 +724,5 @@ def main() -> None:
         raise
 
 
-from . import app_smalltools  # noqa: E402,F401 - registers vverifypw, vmkpasswd, vusagec ... (issue 12)
+# the issue-12 tools register their subcommands on `app`
+from . import app_domtools, app_smalltools  # noqa: E402,F401

@@ -93,12 +93,16 @@ OPTSTRINGS = {
     "vdominfo": "vanugdtr",
     "valias": "vnsdi:",
     "vaddaliasdomain": "v",
+    "vmoddomlimits": "vSDdQ:q:M:m:P:A:F:R:L:g:p:a:f:r:l:u:o:x:z:h",  # vcli.cli.domtools
+    "vdeloldusers": "vVDd:a:e",
+    "vpopbull": "Vvcshnf:e:",
 }
 # what each tool's positional arguments name: address, domain, or target (either)
 ARGUMENTS = {
     "vadduser": "address", "vdeluser": "address", "vmoduser": "target", "vuserinfo": "address",
     "vpasswd": "address", "vsetuserquota": "target", "vadddomain": "none", "vdeldomain": "domain",
     "vdominfo": "domain", "valias": "target", "vaddaliasdomain": "domain",
+    "vmoddomlimits": "domain", "vdeloldusers": "none", "vpopbull": "domain",
 }
 
 

@@ -15,7 +15,7 @@ from .. import flags as F
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 VERSION = "0.1.0"
 CLASSIC = ("vadduser", "vdeluser", "vmoduser", "vuserinfo", "vpasswd", "vsetuserquota", "vadddomain",
-           "vdeldomain", "vdominfo", "valias", "vaddaliasdomain")
+           "vdeldomain", "vdominfo", "valias", "vaddaliasdomain", "vmoddomlimits", "vdeloldusers", "vpopbull")
 SMALL_TOOLS = ("vverifypw", "vmkpasswd", "vchangepw", "vmakedotqmail", "dotqmail2valias", "vrcptcheck",
                "vusagec")  # issue 12: vcli/cli/smalltools.py
 CLASSIC += SMALL_TOOLS
@@ -160,7 +160,7 @@ def arg_kind(names: list[str]) -> str:
 
 
 # option values of the classic tools that name something in the store
-CLASSIC_VALUES = {("vuserinfo", "D"): "domain"}
+CLASSIC_VALUES = {("vuserinfo", "D"): "domain", ("vdeloldusers", "d"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
@@ -460,7 +460,10 @@ def man_classic(name: str) -> str:
     out = _th(name, 1, "User Commands") + [
         ".SH NAME", f"{name} \\- {_roff(_classic_purpose(name))}",
         ".SH SYNOPSIS", f".B {name}", _roff(synopsis.replace(name, "").strip()),
-        ".SH DESCRIPTION", _roff(f"The classic vpopmail command, run by vcli on the local store or, with "
+        ".SH DESCRIPTION", _roff(f"The classic vpopmail command, run by vcli on the local store (it works "
+                                 f"on {LOCAL_ONLY[name]}, which vpopmaild does not serve). The same as vcli "
+                                 f"{name}." if name in LOCAL_ONLY else
+                                 f"The classic vpopmail command, run by vcli on the local store or, with "
                                  f"VCLI_REMOTE, over vpopmaild. The same as vcli {name}."),
         ".SH OPTIONS"]
     for o in c["options"]:
@@ -483,6 +486,9 @@ def _classic_purpose(name: str) -> str:
         "vuserinfo": "show users", "vpasswd": "change a password", "vsetuserquota": "set quotas",
         "vadddomain": "add a domain", "vdeldomain": "delete a domain", "vdominfo": "show domains",
         "valias": "list, add and delete aliases", "vaddaliasdomain": "add an alias domain",
+        "vmoddomlimits": "show and set a domain's limits and default quotas",
+        "vdeloldusers": "delete users who have not logged in for a while",
+        "vpopbull": "deliver a bulletin to every user of domains",
     }[name]
 
 
@@ -537,6 +543,10 @@ def man_checkpw(name: str) -> str:
         out += [".TP", f".B {code}", _roff("; ".join(by_code[code]))]
     out += [".SH SEE ALSO", "\\fBvcli\\fR(1), \\fBvpopmaild\\fR(8), \\fBtcpserver\\fR(1)"]
     return "\n".join(out) + "\n"
+
+
+# classic tools that read lastauth files or write Maildirs: the local store only
+LOCAL_ONLY = {"vdeloldusers": "lastauth files", "vpopbull": "Maildirs"}
 
 
 def man_vpopmaild() -> str:

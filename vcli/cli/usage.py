@@ -127,3 +127,74 @@ vaddaliasdomain: usage: [options] real_domain alias_domain
 options: -v (print version number)
 The two domains may be given in either order: the one that exists is the real one.
 """
+
+VMODDOMLIMITS = """\
+vmoddomlimits: usage: [options] domain\x20
+options: -v ( display the vpopmail version number )
+         -d ( use the vlimits.default file, instead of domain )
+         -S ( show current settings )
+         -D ( delete limits for this domain, i.e. switch to default limits)
+         -Q quota-in-megabytes ( set domain disk quota, '100' = 100 MB )
+         -q quota-in-bytes ( set default user quota, '10M' = 10 MB )
+         -M count ( set domain max msg count )
+         -m count ( set default user max msg count )
+         -P count ( set max amount of pop accounts )
+         -A count ( set max amount of aliases )
+         -F count ( set max amount of forwards )
+         -R count ( set max amount of autoresponders )
+         -L count ( set max amount of mailing lists )
+the following options are bit flags in the gid int field
+         -g "flags"  (set flags, see below)
+         gid flags:
+            u ( set no dialup flag )
+            d ( set no password changing flag )
+            p ( set no pop access flag )
+            s ( set no smtp access flag )
+            w ( set no web mail access flag )
+            i ( set no imap access flag )
+            r ( set no external relay flag )
+            c ( set no spamassasssin flag )
+            x ( set delete spam flag )
+            m ( set no maildrop flag )
+the following options are bit flags for non postmaster admins
+         -p "flags"  (set pop account flags)
+         -a "flags"  (set alias flags)
+         -f "flags"  (set forward flags)
+         -r "flags"  (set autoresponder flags)
+         -l "flags"  (set mailinglist flags)
+         -u "flags"  (set mailinglist users flags)
+         -o "flags"  (set mailinglist moderators flags)
+         -x "flags"  (set quota flags)
+         -z "flags"  (set default quota flags)
+         perm flags:
+            a ( set deny all flag )
+            c ( set deny create flag )
+            m ( set deny modify flag )
+            d ( set deny delete flag )
+"""
+
+VDELOLDUSERS = """\
+vdeloldusers: usage: [options]
+options: -a days (users whose last login is older than this many days; default 180)
+         -v (print the version number and exit)
+         -d domain (look at this domain only)
+         -e (look at every domain)
+         -D (delete the users found; without it nothing is deleted)
+         -V (verbose: list the users found and the ones skipped)
+A user's last login is the time of its lastauth file (written at creation, then by
+each login); users without one are never deleted, nor postmaster or the catch-all.
+"""
+
+VPOPBULL = """\
+usage: vpopbull [options] -f [email_file] [virtual_domain] [...]
+       -v (print version number)
+       -V (verbose: list the addresses delivered to)
+       -f email_file (file with the message)
+       -e exclude_email_addr_file (addresses to leave out, one a line)
+       -n (deliver nothing, list the addresses instead)
+       -c (copy the file into each Maildir, with To: and Date: headers; the default)
+       -h (use hard links to the file)
+       -s (use symbolic links to the file)
+Without a domain every real domain gets the bulletin.  Users over their quota are
+skipped (listed on stderr).
+"""

@@ -183,11 +183,15 @@ class Connection:
 
     def mod_user(self, address: str, options: list[tuple[str, str]]) -> None:
         """The two-reply mod_user; option lines go only after the first `+OK `."""
-        self.send(f"mod_user {address}")
+        self.block(f"mod_user {address}", [f"{name} {value}" for name, value in options])
+
+    def block(self, command: str, lines: list[str]) -> None:
+        """A two-reply command (mod_user, set_limits): option lines go only after the first `+OK `;
+        `  Warning: …` lines before the final reply are skipped."""
+        self.send(command)
         first = self.readline()
         if first.startswith("-ERR"):
             raise error_from_reply(first)
-        lines = [f"{name} {value}" for name, value in options]
         if any(c in x for x in lines for c in "\r\n\0"):
             raise UsageError("a protocol line cannot contain CR, LF or NUL")
         # all option lines and the end in one write; a bare ".\n" also ends the real daemon's drain
@@ -197,6 +201,8 @@ class Connection:
         except OSError as exc:
             raise RemoteUnavailable(f"connection to {self.host}:{self.port} lost: {exc.strerror or exc}") from None
         second = self.readline()
+        while second.startswith("  Warning"):
+            second = self.readline()
         if second.startswith("-ERR"):
             raise error_from_reply(second)
 

@@ -186,6 +186,19 @@ class RemoteBackend(BackendCommon):
                 setattr(lim, attr, bool(int(value)) if isinstance(current, bool) else int(value))
         return lim
 
+    def set_limits(self, domain: str | None, lim: Limits) -> None:
+        """set_limits: every field sent, so the daemon's file ends as the local writer's (store.md §8)."""
+        if domain is None:
+            raise UsageError("the default limits file is not reachable over vpopmaild")
+        from ..daemon.wire import SET_LIMIT_NAMES
+
+        values = {name: getattr(lim, attr) for name, attr in SET_LIMIT_NAMES.items()}
+        values["perm_quota"] = lim.perm_quota & 7  # taken literally by set_limits; the list bits go apart
+        self.conn.block(f"set_limits {domain.lower()}", [f"{k} {int(v)}" for k, v in values.items()])
+
+    def del_limits(self, domain: str) -> None:
+        self.conn.simple(f"del_limits {domain.lower()}")
+
     def domain_mask(self, domain: str) -> int | None:
         try:
             return self.limits(domain).flag_mask()
