@@ -225,7 +225,7 @@ def _vmoduser(
     **flag_values: bool,
 ):
     """Change a user, or every user of a domain (vmoduser)."""
-    from ..store.store import UserChanges
+    from ..model import UserChanges
 
     def body():
         letters = [F.BY_FIELD[name].letter for name, on in flag_values.items() if on]

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import CorruptStore
+from ..model import AssignEntry
 from . import intent
 from .cdb import records
 from .dircontrol import DirControl
 from .fsutil import Owner, atomic_write, locked, read_bytes, resolves_within
-from .qmail import AssignEntry, users_cdb
+from .qmail import users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
 

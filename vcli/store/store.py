@@ -13,9 +13,9 @@ import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 
 from .. import flags as F
+from .. import model
 from ..backend_common import BackendCommon
 from ..config import Settings
 from ..errors import (
@@ -37,6 +37,7 @@ from ..errors import (
     UserNotFound,
     VpopError,
 )
+from ..model import MAX_DIR, AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
 from . import cdb, intent, names, quota
 from .dircontrol import DirControl
 from .fsutil import (
@@ -56,54 +57,13 @@ from .fsutil import (
     resolves_within,
     write_staged,
 )
-from .limits import Limits
-from .qmail import AssignEntry, QmailFiles, _assign_key
-from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
+from .qmail import QmailFiles, _assign_key
+from .vpasswd import build_cdb, line_name, parse_line, parse_value, split_lines
 
 MAX_ALIAS_LINE = 160
 # alias names whose .qmail- file is not an alias: `default` is the domain's catch-all (.qmail-default,
 # written by vadddomain).  `foo-default` (qmail's extension default of foo-*, ezmlm's list files) stays legal.
 RESERVED_ALIASES = frozenset({"default"})
-
-
-@dataclass
-class NewUser:
-    """One account to create (add_user / bulk add)."""
-
-    user: str
-    password: str | None = None  # clear text
-    hashed: str | None = None  # already encrypted (migrations, vadduser -e)
-    gecos: str | None = None
-    quota: str | None = None  # None: the domain default
-    apop: bool = False
-
-
-@dataclass
-class UserChanges:
-    """What vmoduser / mod_user may change; None means leave alone."""
-
-    gecos: str | None = None
-    password: str | None = None  # clear text, hashed with the site scheme
-    hashed: str | None = None
-    quota: str | None = None
-    clear_flags: bool = False  # -x: gid := 0 before set_flags is OR-ed in
-    set_flags: int = 0
-    unset_flags: int = 0
-    dir: str | None = None
-
-
-@dataclass
-class DomainInfo:
-    entry: AssignEntry
-    users: int
-    aliases: list[str] = field(default_factory=list)
-
-
-@dataclass
-class UserUsage:
-    bytes: int
-    messages: int
-    percent: int | None  # None when the quota is NOQUOTA
 
 
 class Store(BackendCommon):
@@ -134,7 +94,7 @@ class Store(BackendCommon):
         return names.default_domain(self.root)
 
     def parse_address(self, address: str) -> tuple[str, str]:
-        return names.parse_address(address, self.default_domain(), self.s.max_user)
+        return model.parse_address(address, self.default_domain(), self.s.max_user)
 
     # --- domains --------------------------------------------------------------
 
@@ -181,7 +141,7 @@ class Store(BackendCommon):
     ) -> AssignEntry:
         """vadddomain: directory, .qmail-default, qmail files, then postmaster."""
         self._check_root()
-        domain = names.check_new_domain(domain)
+        domain = model.check_new_domain(domain)
         if self.find_domain(domain):
             raise DomainExists()
         uid = self.s.vpopmail_uid if uid is None else uid
@@ -276,7 +236,7 @@ class Store(BackendCommon):
 
     def add_alias_domain(self, real: str, alias: str) -> AssignEntry:
         """vaddaliasdomain: one assign line, rcpthosts and virtualdomains; no directory."""
-        names.check_domain_chars(alias.lower())
+        model.check_domain_chars(alias.lower())
         alias = alias.lower()
         real_entry = self.real_entry(real)
         if self.find_domain(alias):
@@ -806,7 +766,7 @@ class Store(BackendCommon):
 
     def prepare_user(self, domain: str, new: NewUser, policy=None) -> NewUser:
         """Validate one new account and hash its password (no store access, no lock)."""
-        user = names.check_new_user(new.user.lower(), self.s.max_user)
+        user = model.check_new_user(new.user.lower(), self.s.max_user)
         gecos = self._check_gecos(user if new.gecos is None else new.gecos)
         hashed = new.hashed
         if hashed is None:
