@@ -16,6 +16,7 @@ import typer
 
 from .. import flags as F
 from ..errors import UsageError
+from ..secretfile import read_secret_file
 from . import actions as A
 from .common import (
     emit_now,
@@ -23,7 +24,6 @@ from .common import (
     open_store,
     print_lines,
     read_password,
-    read_secret_file,
     run,
     warn,
 )
