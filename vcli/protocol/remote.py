@@ -224,9 +224,9 @@ class RemoteBackend(BackendCommon):
     def _domain_of(self, user: VUser) -> str:
         return getattr(user, "_domain", "") or self.login_domain
 
-    def lastauth(self, user: VUser):
+    def lastauth(self, user: VUser, domain: str | None = None):
         try:
-            data = pairs(self._read(lambda: self.conn.multi(f"get_lastauth {user.name}@{self._domain_of(user)}")))
+            data = pairs(self._read(lambda: self.conn.multi(f"get_lastauth {user.name}@{domain or self._domain_of(user)}")))
         except NotAuthorized:
             return None
         t = int(data.get("time", "0") or 0)
