@@ -32,7 +32,7 @@ EXIT_CODES = [
     ("76", "the remote vpopmaild answered something unexpected"),
     ("77", "remote login failed, or the login may not do this"),
     ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
-           "exist"),
+           "exist; a bad vpopmail.mysql/pgsql; the site's vpopmail uses an auth module this vcli lacks"),
     ("201", "can't delete catchall account"),
     ("220", "can't read domain limits"),
     ("225-231", "a field too long (clear password, dir, quota, gecos, password, domain, user name)"),
