@@ -145,6 +145,7 @@ def _preload(tls: bool) -> None:
     for mod in pkgutil.iter_modules(store.__path__, store.__name__ + "."):
         importlib.import_module(mod.name)
     from ..store import passwords
+    from ..store.auth import cdb  # noqa: F401 - the auth module Store() opens (an SQL module: preload it too)
     from . import serve, wire  # noqa: F401
 
     try:
