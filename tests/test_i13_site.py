@@ -261,3 +261,13 @@ def test_i13_02_config_show_sources_and_masked_db(st):
     r = st.run("vcli", "config", "show", env=env)
     assert r.t == (78, "", f"Error: {dbf} line 1: empty password field (vpopmail's tools cannot read an empty "
                            "field: they would shift the fields after it)\n")
+
+
+def test_i13_02_daemon_on_sql_site_refuses_at_start(st):
+    """The daemon on an SQL-built site: one line and exit 78 at start-up (it used to end each
+    session with a traceback once Store() refused the module)."""
+    write_header(st.vp, header("USE_SQL", "USE_MYSQL", "MANY_DOMAINS"))
+    r = st.run("vpopmaild", "--stdio", input="quit\n")
+    hpath = st.vp / "include" / "vpopmail_config.h"
+    assert r.t == (78, "", f"vpopmaild: MySQL auth module not available in this version of vcli "
+                           f"(the site's {hpath} says mysql)\n")

@@ -220,6 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     def store_factory():
         return Store(settings, warn=log)
 
+    try:
+        store_factory()  # a site whose auth module this vcli lacks: one line now, not a failure per session
+    except VcliError as exc:
+        log(f"vpopmaild: {exc.message}")
+        return exc.exit_code
+
     if args.max_line < 2 or args.idle_timeout <= 0 or args.max_connections < 1 or (
             args.max_per_address is not None and args.max_per_address < 1):
         log("vpopmaild: --max-line must be at least 2, --idle-timeout, --max-connections and "
