@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import re
 import stat
-from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
@@ -96,14 +95,22 @@ FIELDS = ("host", "port", "user", "password", "database")
 _LINE_MAX = 255  # vpopmail reads lines with a 256-byte buffer
 
 
-@dataclass
 class DbServer:
-    host: str
-    port: int = 0  # 0: the client library's default
-    socket: str | None = None  # field 2 starting with '/'
-    user: str = ""
-    password: str = field(default="", repr=False)
-    database: str = ""
+    """One line of vpopmail.mysql/pgsql.  A plain class, not a dataclass: this module is imported
+    by every command (load_settings), and dataclass creation costs start-up time."""
+
+    __slots__ = ("host", "port", "socket", "user", "password", "database")
+
+    def __init__(self, host: str, port: int = 0, socket: str | None = None, user: str = "",
+                 password: str = "", database: str = ""):
+        self.host, self.port, self.socket = host, port, socket  # port 0: the library default
+        self.user, self.password, self.database = user, password, database
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DbServer) and all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    def __repr__(self) -> str:  # never the password (tracebacks, logs)
+        return f"DbServer({self.user}@{self.host}:{self.socket or self.port}/{self.database})"
 
     def shown(self) -> dict:
         """For `vcli config show`: everything but the password."""
@@ -111,11 +118,14 @@ class DbServer:
                 "password": "********" if self.password else "", "database": self.database}
 
 
-@dataclass
 class DbSettings:
-    path: str
-    read: DbServer  # line 1: listings (and, with replication, every read)
-    update: DbServer  # line 2, else line 1: every change
+    """The file and its two servers: read (line 1: listings, and with replication every read),
+    update (line 2, else line 1: every change)."""
+
+    __slots__ = ("path", "read", "update")
+
+    def __init__(self, path: str, read: DbServer, update: DbServer):
+        self.path, self.read, self.update = path, read, update
 
     def shown(self) -> dict:
         return {"file": self.path, "read": self.read.shown(), "update": self.update.shown()}
