@@ -126,3 +126,41 @@ def test_i13_01_model_has_no_io_and_no_layer_above():
     assert top <= {"__future__", "re", "dataclasses", "vcli", "vcli.flags", "vcli.errors"}, top
     src = (ROOT / "model.py").read_text()
     assert "open(" not in src and "os." not in src
+
+
+def test_i13_01_cdb_module_satisfies_auth_protocol():
+    """CdbAuth offers every AuthModule method with compatible parameters (the SQL modules will be
+    held to the same check)."""
+    from vcli.store.auth import AuthModule
+    from vcli.store.auth.cdb import CdbAuth
+
+    methods = _protocol_methods(AuthModule)
+    assert {"get_user", "list_users", "add_users", "modify_user", "delete_user", "dir_control",
+            "lastauth", "set_lastauth", "create_domain", "delete_domain"} <= set(methods)
+    problems = [f"{n}: {why}" for n, sig in methods.items()
+                if (why := "missing" if not hasattr(CdbAuth, n)
+                    else _compatible(sig, inspect.signature(getattr(CdbAuth, n))))]
+    assert problems == []
+
+
+def test_i13_01_cdb_lastauth_round_trip(base):
+    """set_lastauth writes what vchkpw writes (the IP, no newline, 0600); lastauth reads it back."""
+    import os
+    import stat
+
+    from cli_helpers import CliStore, patched_environ
+
+    from vcli.config import load_settings
+
+    st = CliStore(base)
+    st.ok("vadddomain", "example.test", "Pm-pass1")
+    with patched_environ(st.env):
+        store = Store(load_settings())
+        entry = store.real_entry("example.test")
+        pm = store.get_user("postmaster", "example.test")
+        assert store.lastauth(pm)[1] == "0.0.0.0"  # what vadduser writes
+        store.auth.set_lastauth(entry, pm, "192.0.2.7")
+        when, ip = store.lastauth(pm, "example.test")
+    path = os.path.join(pm.dir, "lastauth")
+    assert ip == "192.0.2.7" and open(path, "rb").read() == b"192.0.2.7"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600 and when > 0
