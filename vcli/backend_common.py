@@ -38,6 +38,6 @@ class BackendCommon:
 
     def set_quota(self, user: str, domain: str, quota_text: str):
         """vsetuserquota on one account."""
-        from .store.store import UserChanges
+        from .model import UserChanges
 
         return self.mod_user(user, domain, UserChanges(quota=quota_text))

@@ -1,10 +1,11 @@
 """Where the store is and how this site's vpopmail was built.
 
 Precedence for every setting: command-line option > environment variable >
-config file > what the machine says (the `vpopmail` user's home) > the embedded
-default store in the user data dir.  The site build choices that leak into data
-(clear-text password field, hash scheme, `.qmail-default` action, name limits)
-default to sagredo vpopmail 5.6's.
+config file > what the site's vpopmail was built with (`include/vpopmail_config.h`
+under the vpopmail dir, see vcli/site.py) > what the machine says (the `vpopmail`
+user's home) > the embedded default store in the user data dir.  Build choices
+no header decides default to sagredo vpopmail 5.6's.  `Settings.sources` says where
+each value came from (`vcli config show`).
 """
 
 from __future__ import annotations
@@ -30,7 +31,17 @@ _SETTINGS_ENV = {
     "lock_wait": ("VCLI_LOCK_WAIT", float),
     "vpopmail_uid": ("VCLI_VPOPMAIL_UID", int),
     "vpopmail_gid": ("VCLI_VPOPMAIL_GID", int),
+    # the site's build (vpopmail_config.h decides them when present)
+    "auth_module": ("VCLI_AUTH_MODULE", str),
+    "many_domains": ("VCLI_MANY_DOMAINS", bool),
+    "sql_aliasdomains": ("VCLI_SQL_ALIASDOMAINS", bool),
+    "mysql_limits": ("VCLI_MYSQL_LIMITS", bool),
+    "valias": ("VCLI_VALIAS", bool),
+    "auth_logging": ("VCLI_AUTH_LOGGING", bool),
+    "ip_alias_domains": ("VCLI_IP_ALIAS_DOMAINS", bool),
+    "mysql_replication": ("VCLI_MYSQL_REPLICATION", bool),
 }
+AUTH_MODULES = ("cdb", "mysql", "pgsql")
 # the keys of a [profiles.NAME] table (vcli.backend reads them)
 PROFILE_KEYS = ("remote", "login", "password", "tls", "ca_file", "allow_plain", "timeout", "clear_passwords")
 
@@ -48,12 +59,26 @@ class Settings:
     lock_wait: float | None = None  # seconds; None = vpopmail's 20 s
     vpopmail_uid: int | None = None
     vpopmail_gid: int | None = None
+    auth_module: str = "cdb"  # --enable-auth-module: cdb | mysql | pgsql (| ldap ... : unsupported)
+    many_domains: bool = True  # MANY_DOMAINS: one `vpopmail` table, not one per domain
+    sql_aliasdomains: bool = False  # SQL_ALIASDOMAINS: the aliasdomains table
+    mysql_limits: bool = False  # ENABLE_MYSQL_LIMITS: the limits table
+    valias: bool = False  # VALIAS: aliases in the valias table
+    auth_logging: bool = True  # ENABLE_AUTH_LOGGING: lastauth
+    ip_alias_domains: bool = False  # IP_ALIAS_DOMAINS: ip_alias_map
+    mysql_replication: bool = False  # MYSQL_REPLICATION: reads from line 1 of vpopmail.mysql
+    built_vpopmail_dir: str | None = None  # VPOPMAILDIR of the header (information only)
+    site_file: str | None = None  # the vpopmail_config.h read, if any
     embedded: bool = False
     config_file: str | None = None
     profiles: dict = field(default_factory=dict)
+    sources: dict = field(default_factory=dict)  # setting -> where its value came from
+    db: object = None  # vcli.site.DbSettings of an SQL site, when asked for (load_settings(read_db=True))
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["db"] = self.db.shown() if self.db is not None else None
+        return out
 
 
 def config_paths() -> list[str]:
@@ -189,8 +214,11 @@ def ensure_embedded(root: str, announce) -> None:
     announce(f"vcli: no vpopmail installation found; using the embedded store in {root}")
 
 
-def load_settings(overrides: dict | None = None, announce=None) -> Settings:
-    """Resolve the settings from options, environment, config file and machine."""
+def load_settings(overrides: dict | None = None, announce=None, read_db: bool = False) -> Settings:
+    """Resolve the settings from options, environment, config file, the site's build and machine.
+
+    `read_db`: also parse the SQL site's vpopmail.mysql/pgsql into `Settings.db` (the SQL
+    modules and `vcli config show` do; a cdb command never reads it)."""
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     if announce is None:
 
@@ -206,33 +234,53 @@ def load_settings(overrides: dict | None = None, announce=None) -> Settings:
             break
     store_section = config.get("store", config)
     s = Settings(config_file=config_file, profiles=config.get("profiles", {}) or {})
+    src = s.sources
     for name, (env, typ) in _SETTINGS_ENV.items():
         if name in overrides:
-            value = overrides[name]
+            value, src[name] = overrides[name], "option"
         elif os.environ.get(env) not in (None, ""):
-            value = os.environ[env]
+            value, src[name] = os.environ[env], f"env {env}"
         elif name in store_section:
-            value = store_section[name]
+            value, src[name] = store_section[name], config_file
         else:
             continue
         setattr(s, name, _coerce(name, value, typ))
-    if s.hash not in ("sha512", "md5", "des"):
-        raise ConfigError(f"unknown hash scheme {s.hash!r} (sha512, md5 or des)")
     if not s.vpopmail_dir:
         home = _vpopmail_home()
         if home:
-            s.vpopmail_dir = home
+            s.vpopmail_dir, src["vpopmail_dir"] = home, "the vpopmail user's home"
         else:
             root = embedded_root()
             ensure_embedded(root, announce)
-            s.vpopmail_dir = os.path.join(root, "vpopmail")
-            if "qmail_dir" not in overrides and not os.environ.get("QMAIL_DIR") and "qmail_dir" not in store_section:
-                s.qmail_dir = os.path.join(root, "qmail")
+            s.vpopmail_dir, src["vpopmail_dir"] = os.path.join(root, "vpopmail"), "embedded store"
+            if "qmail_dir" not in src:
+                s.qmail_dir, src["qmail_dir"] = os.path.join(root, "qmail"), "embedded store"
             s.embedded = True
+    from .site import read_site
+
+    site, s.site_file = read_site(s.vpopmail_dir)
+    for name, value in site.items():
+        if name not in src:
+            setattr(s, name, value)
+            src[name] = s.site_file
+    if s.hash not in ("sha512", "md5", "des"):
+        raise ConfigError(f"unknown hash scheme {s.hash!r} (sha512, md5 or des)")
+    if s.auth_module not in AUTH_MODULES and src.get("auth_module") != s.site_file:  # a header may name ldap
+        raise ConfigError(f"unknown auth module {s.auth_module!r} ({', '.join(AUTH_MODULES)})")
     if s.vpopmail_uid is None or s.vpopmail_gid is None:
         uid, gid = _ids()
+        machine = "the machine"
         if s.embedded or uid is None:
-            uid, gid = os.getuid(), os.getgid()
-        s.vpopmail_uid = s.vpopmail_uid if s.vpopmail_uid is not None else uid
-        s.vpopmail_gid = s.vpopmail_gid if s.vpopmail_gid is not None else gid
+            uid, gid, machine = os.getuid(), os.getgid(), "this process"
+        for name, value, who in (("vpopmail_uid", uid, "user"), ("vpopmail_gid", gid, "group")):
+            if getattr(s, name) is None:
+                setattr(s, name, value)
+                src[name] = machine if machine == "this process" else f"the {'vpopmail' if who == 'user' else 'vchkpw'} {who}"
+    for name in (*_SETTINGS_ENV, "built_vpopmail_dir"):
+        src.setdefault(name, "default")
+    if read_db and s.auth_module in ("mysql", "pgsql"):
+        from .site import read_db_file
+
+        s.db = read_db_file(s.vpopmail_dir, s.auth_module, announce)
+        src["db"] = s.db.path
     return s

@@ -212,6 +212,11 @@ class ConfigError(VcliError):
     exit_code = EXIT_CONFIG
 
 
+class AuthModuleUnavailable(ConfigError):
+    """The site's vpopmail was built with an auth module this vcli does not have (yet): refuse
+    rather than read a cdb store that is not the site's user database."""
+
+
 class NotAuthorized(VcliError):
     exit_code = EXIT_NOPERM
 

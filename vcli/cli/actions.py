@@ -104,7 +104,7 @@ def add_user(store, address: str, password: str | None, *, hashed: str | None = 
              ask_password=None, show=None) -> list[str]:
     """vadduser.  Returns the output lines ('Random password: …'), or with `show` hands them to
     it before anything is written (a random password that cannot be shown changes nothing)."""
-    from ..store.store import NewUser
+    from ..model import NewUser
 
     hashed = no_empty(hashed)  # vadduser -e '': as if not given (then the password is asked for)
     if hashed is not None:
@@ -323,7 +323,7 @@ def del_domain(store, domain: str, force: bool, missing_ok: bool = False, progre
 
 def domain_infos(store, domain: str | None):
     """DomainInfo list for vdominfo: one (the real domain, with aliases) or every assign entry."""
-    from ..store.store import DomainInfo
+    from ..model import DomainInfo
 
     if domain is not None:
         domain = domain.lower()
@@ -380,7 +380,7 @@ def split_alias(store, target: str) -> tuple[str, str]:
     except (DomainNotFound, VpopError):
         raise ClassicError("invalid domain, not in qmail assign file", 245, prefix="") from None
     if alias:
-        from ..store.names import check_user
+        from ..model import check_user
 
         try:
             check_user(alias)

@@ -16,6 +16,7 @@ import typer
 
 from .. import flags as F
 from ..errors import UsageError
+from ..secretfile import read_secret_file
 from . import actions as A
 from .common import (
     emit_now,
@@ -23,7 +24,6 @@ from .common import (
     open_store,
     print_lines,
     read_password,
-    read_secret_file,
     run,
     warn,
 )
@@ -225,7 +225,7 @@ def _vmoduser(
     **flag_values: bool,
 ):
     """Change a user, or every user of a domain (vmoduser)."""
-    from ..store.store import UserChanges
+    from ..model import UserChanges
 
     def body():
         letters = [F.BY_FIELD[name].letter for name, on in flag_values.items() if on]
@@ -638,16 +638,24 @@ def config_show(fmt: FormatOpt = Format.plain):
         from ..config import load_settings
 
         s = load_settings({"vpopmail_dir": _global.get("vpopmail_dir"), "qmail_dir": _global.get("qmail_dir")},
-                          announce=warn)
+                          announce=warn, read_db=True)
         data = s.as_dict()
         data["profiles"] = {name: {k: ("********" if k == "password" else v) for k, v in prof.items()}
                             for name, prof in (s.profiles or {}).items()}
         if fmt is Format.json:
             sys.stdout.write(json.dumps(data, indent=2) + "\n")
             return
-        for key, value in data.items():
-            if key != "profiles":
-                print(f"{key} = {value if value is not None else ''}")
+        for key, value in data.items():  # each setting with where it came from
+            if key in ("profiles", "sources", "db"):
+                continue
+            where = s.sources.get(key)
+            text = f"{key} = {value if value is not None else ''}"
+            print(f"{text:<40} # {where}" if where else text)
+        if s.db is not None:
+            for role in ("read", "update"):
+                print(f"{'[db.' + role + ']':<40} # {s.db.path}")
+                for k, v in data["db"][role].items():
+                    print(f"  {k} = {v if v is not None else ''}")
         for name, prof in data["profiles"].items():
             print(f"[profiles.{name}]")
             for k, v in prof.items():

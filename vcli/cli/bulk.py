@@ -96,8 +96,8 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
              progress: bool = False) -> int:
     """Add every row; all rows are validated before anything is written, and every bad line is
     reported (the first MAX_REPORTED of them); the exit status is the first bad line's."""
+    from ..model import NewUser
     from ..store import passwords as pw
-    from ..store.store import NewUser
 
     rows = read_rows(path)
     from .actions import check_hash_text

@@ -154,7 +154,7 @@ def vdeluser_main(argv: list[str]) -> int:
 
 
 def vmoduser_main(argv: list[str]) -> int:
-    from ..store.store import UserChanges
+    from ..model import UserChanges
 
     opts, pos, _ = Getopt("vmoduser", OPTSTRINGS["vmoduser"], on_unknown="ignore").parse(argv)
     _version(opts)

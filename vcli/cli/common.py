@@ -110,14 +110,6 @@ def read_password(address: str, confirm: bool = True) -> str:
     return first
 
 
-def read_secret_file(path: str) -> str:
-    """First line of a file (or '-' for stdin), for --password-file."""
-    if path == "-":
-        return sys.stdin.readline().rstrip("\r\n")
-    with open(path, encoding="utf-8") as f:
-        return f.readline().rstrip("\r\n")
-
-
 def run(main: Callable[[], int | None], prefix: str = "Error: ") -> int:
     """Run a command body; a VcliError becomes one line on stderr and its exit status."""
     try:

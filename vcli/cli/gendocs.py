@@ -38,7 +38,8 @@ EXIT_CODES = [
     ("76", "the remote vpopmaild answered something unexpected"),
     ("77", "remote login failed, or the login may not do this"),
     ("78", "bad configuration file: unreadable, not TOML, an unknown key, or a VCLI_CONFIG file that does not "
-           "exist"),
+           "exist; a bad vpopmail.mysql/pgsql; the site's vpopmail uses an auth module this vcli lacks; "
+           "vpopmaild: unknown --user, or that user cannot read the store"),
     ("111", "temporary failure, try again: vrcptcheck (no fd 3, the store unreadable), vchkpw and "
             "vcheckpassword (store unreadable, vpopmaild down or silent; their other codes: vchkpw(8), "
             "vcheckpassword(8))"),
@@ -61,16 +62,26 @@ EXIT_CODES = [
 # config keys (vcli.config._SETTINGS_ENV) -> what they mean
 CONFIG_HELP = {
     "vpopmail_dir": "the vpopmail home (default: home of the vpopmail user, else the embedded store)",
-    "qmail_dir": "the qmail directory (default /var/qmail)",
-    "clear_passwords": "write the 8th, clear-text vpasswd field (--enable-clear-passwd sites)",
-    "hash": "hash scheme of new passwords: sha512 (default), md5 or des",
+    "qmail_dir": "the qmail directory (default: QMAILDIR of vpopmail_config.h, else /var/qmail)",
+    "clear_passwords": "write the 8th, clear-text vpasswd field (default: CLEAR_PASS of vpopmail_config.h)",
+    "hash": "hash scheme of new passwords: sha512, md5 or des (default: what vpopmail_config.h says -- "
+            "SHA512_PASSWORDS, MD5_PASSWORDS, neither: des -- else sha512)",
     "qmail_default": "vdelivermail action in a new domain's .qmail-default (default delete)",
     "max_user": "longest user name (default 64)",
     "max_gecos": "longest comment (default 64)",
     "random_length": "length of random passwords (default 12)",
     "lock_wait": "seconds to wait for a busy store lock (default 20)",
     "vpopmail_uid": "owner uid of new domains (default: the vpopmail user)",
-    "vpopmail_gid": "owner gid of new domains (default: the vchkpw group)",
+    "vpopmail_gid": "owner gid of new domains (default: VPOPMAILGID of vpopmail_config.h, else the vchkpw group)",
+    "auth_module": "where users live: cdb, mysql or pgsql (default: USE_CDB/USE_MYSQL/USE_POSTGRES of "
+                   "include/vpopmail_config.h, else cdb); only cdb is available in this version",
+    "many_domains": "one vpopmail table for all domains (MANY_DOMAINS; default true)",
+    "sql_aliasdomains": "alias domains also in the aliasdomains table (SQL_ALIASDOMAINS)",
+    "mysql_limits": "domain limits in the limits table (ENABLE_MYSQL_LIMITS)",
+    "valias": "aliases in the valias table (VALIAS)",
+    "auth_logging": "last login time and IP kept (ENABLE_AUTH_LOGGING; default true)",
+    "ip_alias_domains": "the ip_alias_map table (IP_ALIAS_DOMAINS)",
+    "mysql_replication": "reads from the first line of vpopmail.mysql (MYSQL_REPLICATION)",
 }
 PROFILE_HELP = {
     "remote": "HOST[:PORT] of the vpopmaild (default port 89)",
@@ -575,7 +586,8 @@ def man_conf() -> str:
         ".SH NAME", "vcli.conf \\- vcli configuration file",
         ".SH DESCRIPTION", _roff("A TOML file: $VCLI_CONFIG, else /etc/vcli/config.toml for root, else "
                                  "~/.config/vcli/config.toml. Settings at top level (or under [store]); "
-                                 "each also comes from its environment variable, which wins. An unknown key, "
+                                 "each also comes from its environment variable, which wins; both win over what the site's "
+                                 "~vpopmail/include/vpopmail_config.h says. An unknown key, "
                                  "and a $VCLI_CONFIG file that does not exist, are errors (exit 78)."),
         ".SH SETTINGS"]
     for key, (env, _typ) in _SETTINGS_ENV.items():

@@ -145,6 +145,7 @@ def _preload(tls: bool) -> None:
     for mod in pkgutil.iter_modules(store.__path__, store.__name__ + "."):
         importlib.import_module(mod.name)
     from ..store import passwords
+    from ..store.auth import cdb  # noqa: F401 - the auth module Store() opens (an SQL module: preload it too)
     from . import serve, wire  # noqa: F401
 
     try:
@@ -218,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def store_factory():
         return Store(settings, warn=log)
+
+    try:
+        store_factory()  # a site whose auth module this vcli lacks: one line now, not a failure per session
+    except VcliError as exc:
+        log(f"vpopmaild: {exc.message}")
+        return exc.exit_code
 
     if args.max_line < 2 or args.idle_timeout <= 0 or args.max_connections < 1 or (
             args.max_per_address is not None and args.max_per_address < 1):

@@ -632,7 +632,7 @@ class Session:
         password = m.group(1) if m else ""
         if not password:
             return e(7, 305)
-        from ..store.store import NewUser
+        from ..model import NewUser
 
         if not domain:
             return err("0.305", "Invalid domain name")
@@ -742,7 +742,7 @@ class Session:
 
             self.reader = drain
             return b""
-        from ..store.store import UserChanges
+        from ..model import UserChanges
 
         ch = UserChanges()
 
@@ -860,7 +860,7 @@ class Session:
         if "@" not in target:
             return None, e(15, bad)
         alias, _, domain = target.rpartition("@")
-        from ..store.names import check_user
+        from ..model import check_user
 
         try:
             check_user(alias)

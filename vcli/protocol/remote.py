@@ -12,6 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from .. import flags as F
+from .. import model
 from ..backend_common import BackendCommon
 from ..errors import (
     DomainExists,
@@ -25,10 +26,8 @@ from ..errors import (
     UserNotFound,
     VpopError,
 )
+from ..model import AssignEntry, Limits, VUser
 from ..store import names
-from ..store.limits import Limits
-from ..store.qmail import AssignEntry
-from ..store.vpasswd import VUser
 from .client import Connection, pairs, user_blocks
 
 
@@ -86,7 +85,7 @@ class RemoteBackend(BackendCommon):
         return names.default_domain(None)
 
     def parse_address(self, address: str) -> tuple[str, str]:
-        return names.parse_address(address, self.default_domain(), self.s.max_user)
+        return model.parse_address(address, self.default_domain(), self.s.max_user)
 
     # --- domains ------------------------------------------------------------------
 
@@ -132,7 +131,7 @@ class RemoteBackend(BackendCommon):
         return int(data.get("count", "0") or 0)
 
     def domain_info(self, domain: str):
-        from ..store.store import DomainInfo
+        from ..model import DomainInfo
 
         entry = self.domain(domain)
         return DomainInfo(entry, self.user_counter(entry), self.aliases_of(entry.real))
@@ -143,7 +142,7 @@ class RemoteBackend(BackendCommon):
                             ("-d base dir", base_dir), ("-e hash", hashed)):
             if value is not None:
                 raise UsageError(f"{what} is not available over vpopmaild")
-        names.check_new_domain(domain)
+        model.check_new_domain(domain)
         if self.find_domain(domain):
             raise DomainExists()
         if not password:
@@ -156,7 +155,7 @@ class RemoteBackend(BackendCommon):
         return self.domain(domain)
 
     def add_alias_domain(self, real: str, alias: str):
-        names.check_domain_chars(alias.lower())
+        model.check_domain_chars(alias.lower())
         self.conn.simple(f"add_alias_domain {real.lower()} {alias.lower()}")
         return self.domain(alias)
 
@@ -221,8 +220,8 @@ class RemoteBackend(BackendCommon):
             yield _vuser(block, listing=True)
 
     def user_usage(self, user: VUser):
+        from ..model import UserUsage
         from ..store import quota
-        from ..store.store import UserUsage
 
         if user.quota == "NOQUOTA":
             return UserUsage(0, 0, None)
@@ -238,9 +237,9 @@ class RemoteBackend(BackendCommon):
     def _domain_of(self, user: VUser) -> str:
         return getattr(user, "_domain", "") or self.login_domain
 
-    def lastauth(self, user: VUser):
+    def lastauth(self, user: VUser, domain: str | None = None):
         try:
-            data = pairs(self._read(lambda: self.conn.multi(f"get_lastauth {user.name}@{self._domain_of(user)}")))
+            data = pairs(self._read(lambda: self.conn.multi(f"get_lastauth {user.name}@{domain or self._domain_of(user)}")))
         except NotAuthorized:
             return None
         t = int(data.get("time", "0") or 0)
@@ -250,9 +249,9 @@ class RemoteBackend(BackendCommon):
         return float(t), ip
 
     def prepare_user(self, domain: str, new, policy=None):
-        from ..store.store import NewUser
+        from ..model import NewUser
 
-        user = names.check_new_user(new.user.lower(), self.s.max_user)
+        user = model.check_new_user(new.user.lower(), self.s.max_user)
         gecos = user if new.gecos is None else new.gecos
         if ":" in gecos or any(c in gecos for c in "\0\r\n"):
             raise VpopError(code=-20)
@@ -350,7 +349,7 @@ class RemoteBackend(BackendCommon):
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True):
-        from ..store.store import UserChanges
+        from ..model import UserChanges
 
         return self.mod_user(user, domain, UserChanges(password=clear), enforce_no_passwd_chng=enforce_no_passwd_chng)
 

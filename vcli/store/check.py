@@ -16,11 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import CorruptStore
+from ..model import AssignEntry
 from . import intent
 from .cdb import records
 from .dircontrol import DirControl
 from .fsutil import Owner, atomic_write, locked, read_bytes, resolves_within
-from .qmail import AssignEntry, users_cdb
+from .qmail import users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
 
@@ -107,13 +108,13 @@ class Checker:
         if record is not None:
             def replay(entry=entry, record=record):
                 with locked(os.path.join(entry.dir, ".vpasswd.lock"), store.lock_wait, owner):
-                    done = store._replay(entry) if intent.pending(entry.dir) else None
+                    done = store.auth.replay(entry) if intent.pending(entry.dir) else None
                 if done is None:
                     return f"the {intent.describe(record)} was replayed meanwhile by another command"
                 return f"{'completed' if done else 'undid'} the {intent.describe(record)}"
 
             # say what the replay will do: finish a change vpasswd already shows, else undo it
-            will = "completes" if store._replay_outcome(entry, record)[0] else "undoes"
+            will = "completes" if store.auth.replay_outcome(entry, record)[0] else "undoes"
             self.add(intent.path(ddir), f"{intent.describe(record)}; the next change to the domain or "
                      f"--repair {will} it", replay)
             return  # the rest is checked once it is replayed
@@ -154,7 +155,7 @@ class Checker:
                     why = "corrupt"
 
             def rebuild(vp=vp, owner=owner, entry=entry):
-                with store._domain_lock(entry):
+                with store.auth.domain_lock(entry):
                     _fix_newline(store, entry, vp, owner)  # else the cdb would lose the last user
                     fresh = split_lines(read_bytes(vp) or b"")
                     atomic_write(vp + ".cdb", build_cdb(fresh), 0o600, owner, tmp_name="cdb.tmp")
@@ -169,7 +170,7 @@ class Checker:
 
             def recount(ddir=ddir, vp=vp, owner=owner, entry=entry):
                 path = os.path.join(ddir, ".dir-control")
-                with store._domain_lock(entry):
+                with store.auth.domain_lock(entry):
                     fresh = DirControl.parse(read_bytes(path))
                     was, fresh.cur_users = fresh.cur_users, len(split_lines(read_bytes(vp) or b""))
                     try:
@@ -309,7 +310,7 @@ def check(store, domain: str | None = None) -> list[Problem]:
 def _fix_newline(store, entry: AssignEntry, vp: str, owner: Owner) -> str:
     """Give vpasswd's last line its newline when that line is a record the readers accept
     (6 colons: listings and vpopmail's own parser take it), so a cdb rebuild indexes it."""
-    with store._domain_lock(entry):
+    with store.auth.domain_lock(entry):
         data = read_bytes(vp) or b""
         last = split_lines(data)[-1:]
         if not last or last[0].endswith(b"\n") or last[0].count(b":") < 6:

@@ -7,29 +7,13 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import StoreIOError
+from ..model import AssignEntry  # noqa: F401 - re-exported for old callers
 from . import cdb
 from .fsutil import atomic_write, io_error, journal, locked, read_bytes, remove_file
 
 RCPTHOSTS_MAX = 50  # beyond this many lines new domains go to morercpthosts
-
-
-@dataclass(frozen=True)
-class AssignEntry:
-    name: str  # the domain (real or alias)
-    real: str
-    uid: int
-    gid: int
-    dir: str
-
-    @property
-    def is_alias(self) -> bool:
-        return self.name != self.real
-
-    def line(self) -> bytes:
-        return f"+{self.name}-:{self.real}:{self.uid}:{self.gid}:{self.dir}:-::\n".encode()
 
 
 def domain_sort_key(domain: bytes) -> bytes:

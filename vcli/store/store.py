@@ -1,9 +1,11 @@
 """The local vpopmail store: domains, users, quotas, aliases, limits.
 
-All changes to a domain's vpasswd happen under vpopmail's own fcntl lock on
-`.vpasswd.lock`, are written through temp file + fsync + rename, and are followed
-by a byte-identical rebuild of vpasswd.cdb, so real vpopmail programs and vcli can
-work on the same domain at the same time.  Nothing here prints or exits.
+This is vpopmail.c's part, the same for every auth module: domain dirs, the domain hashing
+counter, Maildirs and maildirsize, users/assign, rcpthosts/virtualdomains, .qmail files,
+limits files, and the validation of every value.  The user records live in the site's auth
+module (`self.auth`, vcli/store/auth/): cdb.py keeps vpopmail's vpasswd + vpasswd.cdb under
+its own lock with a crash-safe commit; the Store hands it the disk work of a change
+(`_make_user_dirs`, `_stage_maildirsize`, `_remove_tree`).  Nothing here prints or exits.
 """
 
 from __future__ import annotations
@@ -12,10 +14,9 @@ import errno
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
 
 from .. import flags as F
+from .. import model
 from ..backend_common import BackendCommon
 from ..config import Settings
 from ..errors import (
@@ -23,28 +24,24 @@ from ..errors import (
     AliasNotFound,
     BadCharacter,
     CatchallProtected,
-    CorruptStore,
     DomainExists,
     IllegalUsername,
     LimitsUnreadable,
-    LockBusy,
     PasswordChangeDenied,
     StoreIOError,
     StoreMissing,
     TooLong,
     UserDirExists,
     UserExists,
-    UserNotFound,
     VpopError,
 )
-from . import cdb, intent, names, quota
+from ..model import MAX_DIR, AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
+from . import intent, names, quota
 from .dircontrol import DirControl
 from .fsutil import (
     Owner,
     atomic_write,
-    discard,
     fsync_dir,
-    holding,
     io_error,
     is_dir,
     journal,
@@ -56,54 +53,12 @@ from .fsutil import (
     resolves_within,
     write_staged,
 )
-from .limits import Limits
-from .qmail import AssignEntry, QmailFiles, _assign_key
-from .vpasswd import MAX_DIR, VUser, build_cdb, line_name, parse_line, parse_value, split_lines
+from .qmail import QmailFiles, _assign_key
 
 MAX_ALIAS_LINE = 160
 # alias names whose .qmail- file is not an alias: `default` is the domain's catch-all (.qmail-default,
 # written by vadddomain).  `foo-default` (qmail's extension default of foo-*, ezmlm's list files) stays legal.
 RESERVED_ALIASES = frozenset({"default"})
-
-
-@dataclass
-class NewUser:
-    """One account to create (add_user / bulk add)."""
-
-    user: str
-    password: str | None = None  # clear text
-    hashed: str | None = None  # already encrypted (migrations, vadduser -e)
-    gecos: str | None = None
-    quota: str | None = None  # None: the domain default
-    apop: bool = False
-
-
-@dataclass
-class UserChanges:
-    """What vmoduser / mod_user may change; None means leave alone."""
-
-    gecos: str | None = None
-    password: str | None = None  # clear text, hashed with the site scheme
-    hashed: str | None = None
-    quota: str | None = None
-    clear_flags: bool = False  # -x: gid := 0 before set_flags is OR-ed in
-    set_flags: int = 0
-    unset_flags: int = 0
-    dir: str | None = None
-
-
-@dataclass
-class DomainInfo:
-    entry: AssignEntry
-    users: int
-    aliases: list[str] = field(default_factory=list)
-
-
-@dataclass
-class UserUsage:
-    bytes: int
-    messages: int
-    percent: int | None  # None when the quota is NOQUOTA
 
 
 class Store(BackendCommon):
@@ -112,6 +67,9 @@ class Store(BackendCommon):
         self.warn = warn or (lambda msg: None)
         self.lock_wait = lock_wait if lock_wait is not None else settings.lock_wait
         self.qmail = QmailFiles(settings.qmail_dir, self.warn, self.lock_wait)
+        from .auth import open_auth
+
+        self.auth = open_auth(self)  # the user database: cdb, or the module the site names
 
     # --- paths and small helpers ----------------------------------------------
 
@@ -134,7 +92,7 @@ class Store(BackendCommon):
         return names.default_domain(self.root)
 
     def parse_address(self, address: str) -> tuple[str, str]:
-        return names.parse_address(address, self.default_domain(), self.s.max_user)
+        return model.parse_address(address, self.default_domain(), self.s.max_user)
 
     # --- domains --------------------------------------------------------------
 
@@ -161,9 +119,8 @@ class Store(BackendCommon):
         return DomainInfo(entry, self.user_counter(real), self.aliases_of(entry.real))
 
     def user_counter(self, entry: AssignEntry) -> int:
-        """cur_users of the domain's `.dir-control` (what vdominfo calls "users")."""
-        data = read_bytes(os.path.join(entry.dir, ".dir-control"))
-        return DirControl.parse(data).cur_users
+        """The domain's dir-control count (what vdominfo calls "users")."""
+        return self.auth.user_count(entry)
 
     def add_domain(
         self,
@@ -181,7 +138,7 @@ class Store(BackendCommon):
     ) -> AssignEntry:
         """vadddomain: directory, .qmail-default, qmail files, then postmaster."""
         self._check_root()
-        domain = names.check_new_domain(domain)
+        domain = model.check_new_domain(domain)
         if self.find_domain(domain):
             raise DomainExists()
         uid = self.s.vpopmail_uid if uid is None else uid
@@ -232,6 +189,7 @@ class Store(BackendCommon):
             self.qmail.remove_local(domain)
             if not optimize:
                 self.qmail.hup_qmail_send()
+            self.auth.create_domain(entry)
             self.add_users(domain, [pm], prepared=True)
         except BaseException:
             try:
@@ -276,7 +234,7 @@ class Store(BackendCommon):
 
     def add_alias_domain(self, real: str, alias: str) -> AssignEntry:
         """vaddaliasdomain: one assign line, rcpthosts and virtualdomains; no directory."""
-        names.check_domain_chars(alias.lower())
+        model.check_domain_chars(alias.lower())
         alias = alias.lower()
         real_entry = self.real_entry(real)
         if self.find_domain(alias):
@@ -321,11 +279,11 @@ class Store(BackendCommon):
         self.qmail.hup_qmail_send()
         # qmail no longer knows the domain: from here on only its tree and its count go
         if os.path.isdir(ddir):
-            for name in (".qmailadmin-limits", ".dir-control"):
-                try:
-                    remove_file(os.path.join(ddir, name))
-                except FileNotFoundError:
-                    pass
+            try:
+                remove_file(os.path.join(ddir, ".qmailadmin-limits"))
+            except FileNotFoundError:
+                pass
+            self.auth.delete_domain(entry)
         if target:
             self._remove_tree(target, os.path.dirname(target), progress)
             remove_file(ddir)
@@ -455,248 +413,36 @@ class Store(BackendCommon):
 
     # --- reading users ----------------------------------------------------------
 
-    def _vpasswd(self, entry: AssignEntry) -> str:
-        return os.path.join(entry.dir, "vpasswd")
-
     def get_user(self, user: str, domain: str) -> VUser:
-        """One user through vpasswd.cdb (never a scan); rebuilt first if stale or corrupt."""
-        entry = self.real_entry(domain)
-        user = user.lower()
-        value = self._cdb_get(entry, user.encode("utf-8", "surrogateescape"))
-        if value is None:
-            raise UserNotFound()
-        try:
-            return parse_value(user, value)
-        except ValueError:
-            raise CorruptStore(f"{entry.dir}/vpasswd.cdb: bad record for {user}") from None
-
-    def _settle(self, entry: AssignEntry) -> None:
-        """Before a read: replay a change interrupted by a crash, unless its owner is still at work."""
-        lock = os.path.join(entry.dir, ".vpasswd.lock")
-        if not intent.pending(entry.dir) or holding(lock):
-            return
-        try:
-            with locked(lock, 0, self._owner(entry)):
-                if intent.pending(entry.dir):
-                    self._replay(entry)
-        except (LockBusy, StoreIOError, OSError) as exc:  # busy: the writer finishes it; else a reader can't
-            if not isinstance(exc, LockBusy):
-                self.warn(f"Warning: {intent.path(entry.dir)}: interrupted change not replayed: {exc}")
-
-    def _cdb_get(self, entry: AssignEntry, key: bytes) -> bytes | None:
-        self._settle(entry)
-        vp = self._vpasswd(entry)
-        cdb_path = vp + ".cdb"
-        try:
-            st_cdb = os.stat(cdb_path)
-            st_vp = os.stat(vp)
-        except FileNotFoundError:
-            if not os.path.exists(vp):
-                return None
-            self._rebuild_cdb(entry, "missing")
-            return self._cdb_get_plain(cdb_path, key)
-        except OSError as exc:
-            raise io_error(exc, cdb_path) from None
-        if st_vp.st_mtime_ns > st_cdb.st_mtime_ns:
-            self._rebuild_cdb(entry, "older than vpasswd")
-        try:
-            return self._cdb_get_plain(cdb_path, key, check=True)
-        except ValueError:
-            self._rebuild_cdb(entry, "corrupt")
-            return self._cdb_get_plain(cdb_path, key)
-
-    @staticmethod
-    def _cdb_get_plain(path: str, key: bytes, check: bool = False) -> bytes | None:
-        try:
-            reader = cdb.CdbReader(path)
-        except OSError as exc:
-            raise io_error(exc, path) from None
-        with reader:
-            if check:
-                _check_cdb_header(reader)
-            return reader.get(key)
-
-    def _rebuild_cdb(self, entry: AssignEntry, why: str) -> None:
-        """Rebuild vpasswd.cdb from vpasswd under the lock (spec §3.5), with a warning."""
-        with self._domain_lock(entry):
-            vp = self._vpasswd(entry)
-            data = read_bytes(vp)
-            if data is None:
-                return
-            st_cdb = _stat(vp + ".cdb")
-            st_vp = os.stat(vp)
-            if why == "older than vpasswd" and st_cdb and st_cdb.st_mtime_ns >= st_vp.st_mtime_ns:
-                return  # someone else rebuilt it meanwhile
-            lines = split_lines(data)
-            bad = _first_malformed(lines)
-            if bad:  # an index of a broken file would be wrong too: keep a stale one, else refuse
-                problem = f"{vp} line {bad} is malformed (fewer than 6 colons or no newline)"
-                if why == "older than vpasswd":
-                    self.warn(f"Warning: {vp}.cdb {why}, not rebuilt: {problem}")
-                    return
-                raise CorruptStore(problem)
-            self.warn(f"Warning: {vp}.cdb {why}; rebuilt from vpasswd")
-            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
+        """One user, from the site's auth module (cdb: vpasswd.cdb, never a scan)."""
+        return self.auth.get_user(self.real_entry(domain), user.lower())
 
     def list_users(self, domain: str) -> Iterator[VUser]:
-        """Every user from the vpasswd text file, in file order."""
-        entry = self.real_entry(domain)
-        self._settle(entry)
-        try:
-            data = read_bytes(self._vpasswd(entry)) or b""
-        except OSError as exc:
-            raise io_error(exc, self._vpasswd(entry)) from None
-        for n, line in enumerate(split_lines(data), 1):
-            try:
-                yield parse_line(line)
-            except ValueError:
-                self.warn(f"Warning: {self._vpasswd(entry)} line {n} is malformed; listing stops there")
-                return
+        """Every user of the domain, in the auth module's order (cdb: vpasswd's)."""
+        yield from self.auth.list_users(self.real_entry(domain))
 
     def rebuild_cdb(self, domain: str) -> str:
-        """vmkpasswd: vpasswd.cdb built afresh from vpasswd under the domain lock; its path."""
-        entry = self.real_entry(domain)
-        vp = self._vpasswd(entry)
-        with self._domain_lock(entry):
-            lines = self._read_lines(entry)  # a malformed vpasswd is refused, not half indexed
-            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
-        return vp + ".cdb"
+        """vmkpasswd: the auth module's index built afresh under the domain lock (cdb: vpasswd.cdb
+        from vpasswd; a malformed vpasswd is refused, not half indexed); its path."""
+        return self.auth.rebuild_index(self.real_entry(domain))
 
     def user_usage(self, user: VUser) -> UserUsage:
         used_bytes, used_count = quota.usage(os.path.join(user.dir, "Maildir"))
         pct = None if user.quota == "NOQUOTA" else quota.percent(user.quota, used_bytes, used_count)
         return UserUsage(used_bytes, used_count, pct)
 
-    def lastauth(self, user: VUser) -> tuple[float, str] | None:
-        """(mtime, content) of the user's lastauth file, or None if missing."""
-        path = os.path.join(user.dir, "lastauth")
-        try:
-            with open(path, "rb") as f:
-                content = f.read(256).decode("latin-1")
-                return os.fstat(f.fileno()).st_mtime, content
-        except OSError:
-            return None
+    def lastauth(self, user: VUser, domain: str | None = None) -> tuple[float, str] | None:
+        """(time, content) of the user's last login, or None (cdb: the lastauth file)."""
+        return self.auth.lastauth(self.real_entry(domain) if domain else None, user)
 
     def set_lastauth(self, user: VUser, domain: str, ip: str) -> None:
-        """vchkpw's record of a successful login: `lastauth` = the client IP (no newline), 0600,
-        owned by the domain's owner; its mtime is the login time (store.md §7)."""
+        """vchkpw's record of a good login (cdb: `<home>/lastauth` := the client IP, its mtime the
+        time); an IP that could not be one is recorded as 0.0.0.0."""
         if any(c in ip for c in "\0\n\r/") or len(ip) > 64:
             ip = "0.0.0.0"
-        path = os.path.join(user.dir, "lastauth")
-        owner = self._owner(self.real_entry(domain))
-        # temp + rename, without atomic_write's fsyncs: one per login would cost more than the
-        # check itself, and a record lost in a crash is harmless
-        tmp = os.path.join(user.dir, f".lastauth.tmp.{os.getpid()}")
-        try:
-            if os.path.lexists(tmp):
-                os.unlink(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            try:
-                owner.apply_fd(fd)
-                os.write(fd, ip.encode("ascii", "replace"))
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        except OSError as exc:
-            discard(tmp)
-            raise io_error(exc, path) from None
+        self.auth.set_lastauth(self.real_entry(domain), user, ip)
 
-    # --- writing users ----------------------------------------------------------
-
-    def _read_lines(self, entry: AssignEntry) -> list[bytes]:
-        data = read_bytes(self._vpasswd(entry))
-        lines = split_lines(data or b"")
-        bad = _first_malformed(lines)
-        if bad:
-            raise CorruptStore(f"{self._vpasswd(entry)} line {bad} is malformed (fewer than 6 colons or no newline)")
-        return lines
-
-    def _write_vpasswd(self, entry: AssignEntry, lines: list[bytes], mode: int) -> None:
-        owner = self._owner(entry)
-        vp = self._vpasswd(entry)
-        atomic_write(vp, b"".join(lines), mode, owner, tmp_name=f"vpasswd.bak.{os.getpid()}")
-        atomic_write(vp + ".cdb", build_cdb(lines), 0o600, owner, tmp_name="cdb.tmp")
-
-    # --- committing a change: intent, staging, vpasswd rename, finish ---------------
-
-    @contextmanager
-    def _domain_lock(self, entry: AssignEntry):
-        """vpopmail's lock on the domain's vpasswd; an interrupted change found there is replayed."""
-        lock = os.path.join(entry.dir, ".vpasswd.lock")
-        outer = not holding(lock)
-        with locked(lock, self.lock_wait, self._owner(entry)):
-            if outer and intent.pending(entry.dir):
-                self._replay(entry)
-            yield
-
-    def _commit(self, entry: AssignEntry, op: str, lines: list[bytes], mode: int, *,
-                new_users: list[VUser] = (), removed: list[VUser] = (), files: dict | None = None,
-                maildirsize: list[VUser] = (), changed: dict[str, bytes] | None = None, rebuild_cdb: bool = True,
-                progress=None) -> None:
-        """Make one change of a locked domain crash-safe (see vcli/store/intent.py).
-
-        Everything that takes space is staged first (new trees under temp names, vpasswd,
-        the cdb, the small files); a failure there undoes the staging and the old state
-        stands.  Renaming vpasswd into place commits; the rest is renames and removals.
-        """
-        owner = self._owner(entry)
-        ddir = entry.dir
-        vp = self._vpasswd(entry)
-        files = files or {}
-        intent.begin(ddir, op, owner, add={vu.name: vu.dir for vu in new_users},
-                     remove={vu.name: vu.dir for vu in removed},
-                     files={path: f"{os.path.basename(path)}.vcli-new" for path in files},
-                     maildirsize=[vu.name for vu in maildirsize], lines=changed)
-        staged: list[tuple[str | None, str]] = []  # (temp, final); temp None: dry run, "": remove
-        made: list[str] = []
-        try:
-            if new_users:
-                self._make_user_dirs(new_users, owner, made, progress)
-                for parent in {os.path.dirname(h) for h in made}:
-                    fsync_dir(parent)
-            # vpasswd is written before its cdb, so the cdb is never older than vpasswd
-            vp_tmp = write_staged(vp, b"".join(lines), mode, owner, f"vpasswd.bak.{os.getpid()}")
-            if rebuild_cdb:
-                staged.append((write_staged(vp + ".cdb", build_cdb(lines), 0o600, owner, "cdb.tmp"), vp + ".cdb"))
-            for path, (fmode, data) in files.items():
-                staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
-            for vu in maildirsize:
-                staged.extend(self._stage_maildirsize(vu, owner, ddir))
-            if vp_tmp is not None:
-                os.rename(vp_tmp, vp)  # the commit
-                fsync_dir(ddir)
-        except BaseException as exc:
-            for tmp, _ in staged:
-                discard(tmp or None)
-            if journal() is None:
-                discard(os.path.join(ddir, f"vpasswd.bak.{os.getpid()}"))
-                for home in made:
-                    _rmtree(intent.tmp_home(home), ignore_errors=True)
-                _drop_empty_hash_dirs(ddir, [vu.dir for vu in new_users])
-                intent.end(ddir)
-            if isinstance(exc, OSError):
-                raise io_error(exc, vp) from None
-            raise
-        try:
-            for tmp, path in staged:
-                if tmp is None:
-                    continue
-                if tmp == "":  # NOQUOTA: the file goes
-                    discard(path)
-                else:
-                    os.rename(tmp, path)
-            if journal() is None:  # a dry run built no trees
-                for home in made:
-                    os.rename(intent.tmp_home(home), home)
-                for parent in {os.path.dirname(h) for h in made} | {os.path.dirname(p) for t, p in staged if t}:
-                    fsync_dir(parent)
-            for vu in removed:
-                self._remove_tree(vu.dir, ddir)
-            intent.end(ddir)
-        except (OSError, StoreIOError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) else exc.message
-            raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({why}); "
-                               "the next change or `vcli check --repair` finishes it") from None
+    # --- the disk part of a user change (the auth module calls these inside its commit) ---------
 
     def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str) -> list[tuple[str | None, str]]:
         """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit.
@@ -722,104 +468,6 @@ class Store(BackendCommon):
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
         return [(write_staged(path, data, 0o600, owner, tmp_name), path)]
 
-    def _replay(self, entry: AssignEntry) -> bool | None:
-        """Finish or undo a change interrupted in this domain (caller holds the lock); True when
-        it was finished, False when undone, None when there was nothing to replay.
-
-        Per user: an added user present in vpasswd with the planned home gets its tree
-        renamed in, otherwise the temp tree goes; a removed user absent from vpasswd has
-        its home removed.  If anything was committed the staged files are renamed in;
-        vpasswd.cdb is rebuilt from vpasswd either way.
-        """
-        ddir = entry.dir
-        record = intent.load(ddir)
-        if record is None:
-            return None
-        owner = self._owner(entry)
-        vp = self._vpasswd(entry)
-        lines = split_lines(read_bytes(vp) or b"")
-        committed, current = self._replay_outcome(entry, record, lines)
-        for user, home in record["add"].items():
-            tmp = intent.tmp_home(home)
-            if not resolves_within(os.path.dirname(tmp), ddir, or_equal=True):
-                continue  # never act on a path outside the domain, whatever the record says
-            vu = current.get(user)
-            if vu is not None and vu.dir == home:
-                if os.path.isdir(tmp) and not os.path.lexists(home):
-                    os.rename(tmp, home)
-                    fsync_dir(os.path.dirname(home))
-                elif not os.path.lexists(home):
-                    _make_tree(home, owner, _new_maildirsize(vu.quota))
-                    os.rename(tmp, home)
-            if os.path.isdir(tmp) and not os.path.islink(tmp):
-                _rmtree(tmp, ignore_errors=True)
-        _drop_empty_hash_dirs(ddir, [h for u, h in record["add"].items() if u not in current])
-        for user, home in record["remove"].items():
-            if user not in current:
-                self._remove_tree(home, ddir)
-        for path, tmp_name in record["files"].items():
-            tmp = os.path.join(os.path.dirname(path), tmp_name)
-            if os.path.dirname(path) != ddir.rstrip("/") or os.path.basename(tmp_name) != tmp_name:
-                continue
-            if committed and os.path.exists(tmp):
-                os.rename(tmp, path)
-            else:
-                discard(tmp)
-        discard(os.path.join(ddir, "cdb.tmp"))
-        for user in record["maildirsize"]:
-            vu = current.get(user)
-            if vu is None:
-                continue
-            staged = os.path.join(vu.dir, "Maildir", "tmp", intent.MAILDIRSIZE_TMP)
-            discard(staged)
-            if committed:
-                for tmp, path in self._stage_maildirsize(vu, owner, ddir):
-                    if tmp == "":
-                        discard(path)
-                    else:
-                        os.rename(tmp, path)
-        if _first_malformed(lines) == 0:
-            atomic_write(vp + ".cdb", build_cdb(lines), 0o600, owner, tmp_name="cdb.tmp")
-        for name in os.listdir(ddir):
-            if name.startswith("vpasswd.bak."):
-                discard(os.path.join(ddir, name))
-        intent.end(ddir)
-        how = "finished" if committed else "undone"
-        self.warn(f"Note: {how} an {intent.describe(record)} in {entry.real}")
-        return committed
-
-    def _replay_outcome(self, entry: AssignEntry, record: dict,
-                        lines: list[bytes] | None = None) -> tuple[bool, dict[str, VUser]]:
-        """(committed, the record's users now in vpasswd): whether a replay finishes the
-        interrupted change (vpasswd shows it) or undoes it.  Reads only, so `vcli check` can say
-        which before --repair does it."""
-        if lines is None:
-            lines = split_lines(read_bytes(self._vpasswd(entry)) or b"")
-        wanted = {n.encode("utf-8", "surrogateescape") for key in ("add", "remove") for n in record[key]}
-        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["maildirsize"]}
-        wanted |= {n.encode("utf-8", "surrogateescape") for n in record["lines"]}
-        current: dict[str, VUser] = {}
-        raw: dict[str, str] = {}
-        for line in lines:
-            if line_name(line) in wanted:
-                try:
-                    vu = parse_line(line)
-                except ValueError:
-                    continue
-                current[vu.name] = vu
-                raw[vu.name] = line.decode("utf-8", "surrogateescape")
-        # a modification committed if vpasswd holds the lines it wrote
-        committed = bool(record["lines"]) and all(raw.get(u) == x for u, x in record["lines"].items())
-        for user, home in record["add"].items():
-            if not resolves_within(os.path.dirname(intent.tmp_home(home)), entry.dir, or_equal=True):
-                continue
-            vu = current.get(user)
-            if vu is not None and vu.dir == home:
-                committed = True
-        if any(user not in current for user in record["remove"]):
-            committed = True
-        return committed, current
-
     def _check_gecos(self, gecos: str) -> str:
         if ":" in gecos or any(c in gecos for c in "\0\n\r"):
             raise BadCharacter()
@@ -839,7 +487,7 @@ class Store(BackendCommon):
 
     def prepare_user(self, domain: str, new: NewUser, policy=None) -> NewUser:
         """Validate one new account and hash its password (no store access, no lock)."""
-        user = names.check_new_user(new.user.lower(), self.s.max_user)
+        user = model.check_new_user(new.user.lower(), self.s.max_user)
         gecos = self._check_gecos(user if new.gecos is None else new.gecos)
         hashed = new.hashed
         if hashed is None:
@@ -881,48 +529,7 @@ class Store(BackendCommon):
                 raise UserExists(f"User already exists: {n.user}@{domain}")
             seen.add(n.user)
         default_q = self._default_quota(domain)
-        owner = self._owner(entry)
-        created: list[VUser] = []
-        with self._domain_lock(entry):
-            lines = self._read_lines(entry)
-            existing = {line_name(x).decode("utf-8", "surrogateescape") for x in lines}
-            todo = []
-            for n in new_users:
-                if n.user in existing:
-                    if exist_ok:
-                        continue
-                    raise UserExists()
-                todo.append(n)
-            if not todo:
-                return []
-            dc_path = os.path.join(entry.dir, ".dir-control")
-            dc = DirControl.parse(read_bytes(dc_path))
-            free_path = os.path.join(entry.dir, ".dir_control_free")
-            free = _read_free(free_path)
-            used_free = 0
-            for n in todo:
-                if used_free < len(free):
-                    hash_dir = free[used_free]
-                    used_free += 1
-                    if dc.cur_users:
-                        dc.cur_users += 1
-                else:
-                    hash_dir = dc.next_dir()
-                parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
-                home = os.path.join(parent, n.user)
-                if len(home) > MAX_DIR:
-                    raise TooLong("dir too long (max=160)", -30)
-                q = default_q if n.quota is None else n.quota
-                created.append(VUser(n.user, n.hashed or "", "2" if n.apop else "1", 0, n.gecos or n.user, home,
-                                     q, n.password if self.s.clear_passwords else None))
-            files = {dc_path: (0o600, dc.dump())}
-            with ExitStack() as stack:
-                if used_free:
-                    stack.enter_context(locked(free_path + ".lock", self.lock_wait, owner))
-                    files[free_path] = (0o644, "".join(x + "\n" for x in free[used_free:]).encode())
-                lines = _merge_sorted(lines, [vu.to_line(self.s.clear_passwords) for vu in created])
-                self._commit(entry, "vadduser", lines, 0o600, new_users=created, files=files, progress=progress)
-        return created
+        return self.auth.add_users(entry, new_users, default_q, exist_ok, progress)
 
     def _makedirs(self, path: str, owner: Owner) -> None:
         if is_dir(path):
@@ -969,27 +576,6 @@ class Store(BackendCommon):
         if error is not None:
             raise error
 
-    def _rewrite_user(self, entry: AssignEntry, user: str, change: Callable[[VUser], VUser | None], mode: int,
-                      rebuild_cdb: bool = True, op: str = "vmoduser",
-                      maildirsize: bool = False) -> VUser | None:
-        """Replace (or with None, delete) one vpasswd line under the lock."""
-        with self._domain_lock(entry):
-            lines = self._read_lines(entry)
-            key = user.encode("utf-8", "surrogateescape")
-            idx = [i for i, x in enumerate(lines) if line_name(x) == key]
-            if not idx:
-                raise UserNotFound()
-            old = parse_line(lines[idx[0]])
-            new = change(old)
-            if new is None:
-                lines = [x for i, x in enumerate(lines) if i not in set(idx)]
-            else:
-                lines[idx[0]] = new.to_line(self.s.clear_passwords)
-            self._commit(entry, op, lines, mode, rebuild_cdb=rebuild_cdb,
-                         maildirsize=[new] if maildirsize and new is not None else (),
-                         changed={old.name: lines[idx[0]]} if new is not None else None)
-            return old if new is None else new
-
     def mod_user(self, user: str, domain: str, ch: UserChanges, rebuild_cdb: bool = True,
                  enforce_no_passwd_chng: bool = False) -> VUser:
         """vmoduser / mod_user on one account; returns the new record."""
@@ -1032,7 +618,7 @@ class Store(BackendCommon):
                 u.dir = ch.dir
             return u
 
-        return self._rewrite_user(entry, user, change, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
+        return self.auth.modify_user(entry, user, change, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True) -> VUser:
@@ -1048,64 +634,16 @@ class Store(BackendCommon):
         user = user.lower()
         if self._catchall_user(entry) == user:
             raise CatchallProtected()
-        owner = self._owner(entry)
-        with self._domain_lock(entry):
-            lines = self._read_lines(entry)
-            key = user.encode("utf-8", "surrogateescape")
-            found = [x for x in lines if line_name(x) == key]
-            if not found:
-                raise UserNotFound()
-            old = parse_line(found[0])
-            lines = [x for x in lines if line_name(x) != key]
-            dc_path = os.path.join(entry.dir, ".dir-control")
-            dc = DirControl.parse(read_bytes(dc_path))
-            dc.remove_one()
-            files = {dc_path: (0o600, dc.dump())}
-            parent = os.path.dirname(old.dir.rstrip("/"))
-            prefix = entry.dir.rstrip("/") + "/"
-            with ExitStack() as stack:
-                if parent.startswith(prefix) and parent[len(prefix):]:
-                    free_path = os.path.join(entry.dir, ".dir_control_free")
-                    stack.enter_context(locked(free_path + ".lock", self.lock_wait, owner))
-                    files[free_path] = (0o644, (read_bytes(free_path) or b"") + parent[len(prefix):].encode() + b"\n")
-                self._commit(entry, "vdeluser", lines, 0o600, removed=[old], files=files)
-        return old
+        return self.auth.delete_user(entry, user)
 
     def del_users(self, domain: str, users: list[str]) -> list[VUser]:
-        """Many vdelusers under one lock with one vpasswd rewrite and one cdb rebuild (vdeloldusers on
-        a big domain: one del_user each would rewrite the whole vpasswd and cdb per user).  The files
-        end as deleting them one by one leaves them; users not there are skipped."""
+        """Many vdelusers at once (vdeloldusers on a big domain): one lock, one rewrite of the user
+        database, the same files as deleting them one by one; users not there are skipped."""
         entry = self.real_entry(domain)
-        catchall = self._catchall_user(entry)
-        wanted = {u.lower() for u in users}
-        if catchall in wanted:
+        wanted = [u.lower() for u in users]
+        if self._catchall_user(entry) in wanted:
             raise CatchallProtected()
-        owner = self._owner(entry)
-        with self._domain_lock(entry):
-            lines = self._read_lines(entry)
-            gone = [x for x in lines if line_name(x).decode("utf-8", "surrogateescape") in wanted]
-            if not gone:
-                return []
-            old = [parse_line(x) for x in gone]
-            keep = set(map(id, gone))
-            lines = [x for x in lines if id(x) not in keep]
-            dc_path = os.path.join(entry.dir, ".dir-control")
-            dc = DirControl.parse(read_bytes(dc_path))
-            prefix = entry.dir.rstrip("/") + "/"
-            freed = b""
-            for vu in old:
-                dc.remove_one()
-                parent = os.path.dirname(vu.dir.rstrip("/"))
-                if parent.startswith(prefix) and parent[len(prefix):]:
-                    freed += parent[len(prefix):].encode() + b"\n"
-            files = {dc_path: (0o600, dc.dump())}
-            with ExitStack() as stack:
-                if freed:
-                    free_path = os.path.join(entry.dir, ".dir_control_free")
-                    stack.enter_context(locked(free_path + ".lock", self.lock_wait, owner))
-                    files[free_path] = (0o644, (read_bytes(free_path) or b"") + freed)
-                self._commit(entry, "vdeluser", lines, 0o600, removed=old, files=files)
-        return old
+        return self.auth.delete_users(entry, wanted)
 
     def _catchall_user(self, entry: AssignEntry) -> str | None:
         """The local mailbox named by .qmail-default, which vdeluser refuses to delete."""
@@ -1252,64 +790,6 @@ def _umask_mode() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
-
-
-def _stat(path: str):
-    try:
-        return os.stat(path)
-    except OSError:
-        return None
-
-
-def _first_malformed(lines: list[bytes]) -> int:
-    """Number (1-based) of the first vpasswd line with fewer than 6 colons or no newline; 0 if none."""
-    for n, line in enumerate(lines, 1):
-        if line.count(b":") < 6 or not line.endswith(b"\n"):
-            return n
-    return 0
-
-
-def _check_cdb_header(reader: cdb.CdbReader) -> None:
-    """Cheap whole-file sanity check from the 2 KiB header: catches truncation."""
-    import struct
-
-    header = os.pread(reader.fd, 2048, 0)
-    if len(header) != 2048:
-        raise ValueError("truncated")
-    end = 2048
-    for i in range(256):
-        pos, n = struct.unpack_from("<II", header, i * 8)
-        if pos < 2048 or pos > reader.size:
-            raise ValueError("bad table offset")
-        end = max(end, pos + 8 * n)
-    if end != reader.size:
-        raise ValueError("size mismatch")
-
-
-def _merge_sorted(lines: list[bytes], new_lines: list[bytes]) -> list[bytes]:
-    """Insert each new line before the first line whose name is greater (vpopmail's add).
-
-    A sorted file stays sorted, so inserting many at once is a merge; an unsorted
-    file gets vpopmail's one-at-a-time linear insert, giving the same bytes.
-    """
-    keys = [line_name(x) for x in lines]
-    if all(a <= b for a, b in zip(keys, keys[1:], strict=False)):
-        merged: list[bytes] = []
-        i = 0
-        for nl in sorted(new_lines, key=line_name):
-            k = line_name(nl)
-            while i < len(lines) and keys[i] <= k:
-                merged.append(lines[i])
-                i += 1
-            merged.append(nl)
-        merged.extend(lines[i:])
-        return merged
-    out = list(lines)
-    for nl in new_lines:
-        k = line_name(nl)
-        pos = next((i for i, x in enumerate(out) if line_name(x) > k), len(out))
-        out.insert(pos, nl)
-    return out
 
 
 def _read_only_fs(path: str) -> bool:

@@ -6,33 +6,8 @@ change byte for byte, as vpopmail does.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
+from ..model import MAX_DIR, MAX_GECOS, VUser  # noqa: F401 - re-exported: the vpasswd codec's record type
 from . import cdb
-
-MAX_GECOS = 64
-MAX_DIR = 160
-
-
-@dataclass
-class VUser:
-    name: str
-    passwd: str = ""
-    uid: str = "1"  # 1 = POP, 2 = APOP; kept verbatim
-    gid: int = 0  # the flag bitmap
-    gecos: str = ""
-    dir: str = ""
-    quota: str = "NOQUOTA"
-    clear: str | None = None  # 8th field, clear-passwd builds only
-
-    def to_line(self, clear_passwords: bool) -> bytes:
-        fields = [self.name, self.passwd, self.uid, str(self.gid), self.gecos, self.dir, self.quota]
-        if clear_passwords:
-            fields.append(self.clear or "")
-        return (":".join(fields) + "\n").encode("utf-8", "surrogateescape")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _atoi(text: str) -> int:

@@ -1,0 +1,120 @@
+"""The auth-module interface: the only code that knows whether users live in a file or a table.
+
+vpopmail splits its storage the same way: the `vauth_*` functions of vcdb.c / vmysql.c /
+vpgsql.c hold the user records, the hashed-dir counters and lastauth; vpopmail.c does the
+directories and qmail files once for every module.  Here the Store (vcli/store/store.py) is the
+vpopmail.c part and validates every value (names, gecos, quotas, hashes, widths) before it asks
+a module for anything; a module stores records, it does not judge them.
+
+Entries are `vcli.model.AssignEntry` of the *real* domain (the Store resolves aliases).
+
+## One change = one commit, owned by the module
+
+A new user is a record *and* a tree on disk; a deleted user is a record gone *and* a home
+removed; both move the hashed-dir counter (dir-control).  What must not happen is a record
+without its tree, a tree without its record, or a counter that drifted.  The module owns that
+step because how a change commits differs:
+
+* cdb (`CdbAuth`): the commit point is the rename of vpasswd; the counter (`.dir-control`) and
+  `.dir_control_free` are staged files of the same step; an intent record
+  (vcli/store/intent.py) lets the next reader finish or undo a change killed half-way.
+* SQL (to come: `mysql.py`, `pgsql.py`): one transaction on the update connection: the
+  dir_control row read `FOR UPDATE` and bumped, the INSERT/UPDATE/DELETE of the user row, the
+  lastauth row; the trees are made under their temp names (`intent.tmp_home`) *before* COMMIT
+  and renamed in after it; a failed statement rolls back and the temp trees are removed.  A
+  crash between COMMIT and the rename leaves a temp tree that `vcli check --repair` renames in
+  (the record is there) -- the same rule the cdb replay uses.
+
+So the write methods take everything the change needs (the validated NewUsers and the domain's
+default quota; a change function; a name) and do the disk part through the Store's helpers
+(`disk._make_user_dirs`, `disk._stage_maildirsize`, `disk._remove_tree`), inside their commit.
+
+## What stays in the Store for every module
+
+Domain dirs and the *domain* hashing counter (`domains/.dir-control`; on SQL it is the
+`dom_<uid>` row of dir_control: moving it behind `next_domain_dir` is the MySQL session's
+first step), Maildirs, maildirsize, `.dir_control_free` (a file on every module),
+users/assign + cdb, rcpthosts/virtualdomains, `.qmail-*` files, `.qmailadmin-limits` and the
+locks of those files.  Build options that move those into tables (VALIAS, ENABLE_MYSQL_LIMITS,
+IP_ALIAS_DOMAINS, SQL_ALIASDOMAINS) are Settings flags; an SQL module will add the methods for
+them (`limits`/`set_limits`/`del_limits`, `valias_*`, `alias_domain_added/removed`) and the
+Store will call them when the flag is set, instead of the file code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
+
+from ...errors import AuthModuleUnavailable
+
+if TYPE_CHECKING:
+    from ...model import AssignEntry, NewUser, VUser
+    from ..dircontrol import DirControl
+
+MODULES = ("cdb", "mysql", "pgsql")
+
+
+class AuthModule(Protocol):
+    """What the Store asks of a user database (vpopmail's vauth_* functions)."""
+
+    name: str  # "cdb", "mysql", "pgsql"
+
+    # reads (an SQL module: listings from the read server, the rest from the update server, §2.3)
+    def get_user(self, entry: AssignEntry, user: str) -> VUser:
+        """The record of `user` (lower case); UserNotFound when there is none."""
+
+    def list_users(self, entry: AssignEntry) -> Iterator[VUser]:
+        """Every user of the domain, streamed (a million-user domain must not be one list)."""
+
+    def user_count(self, entry: AssignEntry) -> int:
+        """The dir-control count (what vdominfo prints as users)."""
+
+    def dir_control(self, entry: AssignEntry) -> DirControl:
+        """The domain's hashed-dir counter (cdb: .dir-control; SQL: the dir_control row)."""
+
+    def lastauth(self, entry: AssignEntry, user: VUser) -> tuple[float, str] | None:
+        """(time, ip) of the last login, None if never (cdb: the lastauth file; SQL: the row)."""
+
+    def set_lastauth(self, entry: AssignEntry, user: VUser, ip: str) -> None:
+        """Record a good login, as vchkpw does."""
+
+    # the user-database part of a domain
+    def create_domain(self, entry: AssignEntry) -> None:
+        """cdb: nothing; SQL: CREATE TABLE IF NOT EXISTS, the dir_control row (sql.md §4.2)."""
+
+    def delete_domain(self, entry: AssignEntry) -> None:
+        """cdb: the counter file; SQL: the domain's rows (users, dir_control, lastauth, ...)."""
+
+    # writes: each one commit, with its disk part (see the module docstring)
+    def add_users(self, entry: AssignEntry, new_users: list[NewUser], default_quota: str, exist_ok: bool,
+                  progress: Callable[[int], None] | None = None) -> list[VUser]:
+        """Batch insert: homes from the free list, else the next hashed dir; UserExists unless
+        exist_ok (then existing names are skipped).  Returns the records created."""
+
+    def modify_user(self, entry: AssignEntry, user: str, change: Callable[[VUser], VUser], mode: int,
+                    rebuild_index: bool = True, maildirsize: bool = False) -> VUser:
+        """Replace one record by change(old); UserNotFound.  `maildirsize`: the quota changed, so
+        Maildir/maildirsize follows in the same commit.  `mode`: vpasswd's mode (cdb only)."""
+
+    def delete_user(self, entry: AssignEntry, user: str) -> VUser:
+        """Record out, counter down, hashed dir onto the free list, home removed; returns the old record."""
+
+    def delete_users(self, entry: AssignEntry, users: list[str]) -> list[VUser]:
+        """delete_user of each in one commit (vdeloldusers); names not there are skipped."""
+
+    def rebuild_index(self, entry: AssignEntry) -> str:
+        """vmkpasswd: the module's lookup index rebuilt from its records (cdb: vpasswd.cdb); its path."""
+
+
+def open_auth(store) -> AuthModule:
+    """The module the site's settings name (vpopmail_config.h, config file, VCLI_AUTH_MODULE)."""
+    name = getattr(store.s, "auth_module", "cdb") or "cdb"
+    if name == "cdb":
+        from .cdb import CdbAuth
+
+        return CdbAuth(store)
+    label = {"mysql": "MySQL", "pgsql": "PostgreSQL"}.get(name, name)
+    where = getattr(store.s, "sources", {}).get("auth_module", "")
+    raise AuthModuleUnavailable(f"{label} auth module not available in this version of vcli"
+                                + (f" (the site's {where} says {name})" if where else ""))
