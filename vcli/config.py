@@ -30,6 +30,7 @@ _SETTINGS_ENV = {
     "lock_wait": ("VCLI_LOCK_WAIT", float),
     "vpopmail_uid": ("VCLI_VPOPMAIL_UID", int),
     "vpopmail_gid": ("VCLI_VPOPMAIL_GID", int),
+    "ip_alias_domains": ("VCLI_IP_ALIAS_DOMAINS", bool),
 }
 # the keys of a [profiles.NAME] table (vcli.backend reads them)
 PROFILE_KEYS = ("remote", "login", "password", "tls", "ca_file", "allow_plain", "timeout", "clear_passwords")
@@ -48,6 +49,7 @@ class Settings:
     lock_wait: float | None = None  # seconds; None = vpopmail's 20 s
     vpopmail_uid: int | None = None
     vpopmail_gid: int | None = None
+    ip_alias_domains: bool = False  # --enable-ip-alias-domains: etc/ip_alias_map, vipmap, the ip map commands
     embedded: bool = False
     config_file: str | None = None
     profiles: dict = field(default_factory=dict)

@@ -19,6 +19,8 @@ CLASSIC = ("vadduser", "vdeluser", "vmoduser", "vuserinfo", "vpasswd", "vsetuser
 SMALL_TOOLS = ("vverifypw", "vmkpasswd", "vchangepw", "vmakedotqmail", "dotqmail2valias", "vrcptcheck",
                "vusagec")  # issue 12: vcli/cli/smalltools.py
 CLASSIC += SMALL_TOOLS
+IPMAP_TOOLS = ("vipmap",)  # issue 12 item 6: vcli/cli/ipmap.py
+CLASSIC += IPMAP_TOOLS
 CHECKPW = ("vchkpw", "vcheckpassword")  # checkpassword programs: run with a program to exec, man section 8
 
 # README "Exit codes", one structure for the man pages and the README check
@@ -71,6 +73,8 @@ CONFIG_HELP = {
     "lock_wait": "seconds to wait for a busy store lock (default 20)",
     "vpopmail_uid": "owner uid of new domains (default: the vpopmail user)",
     "vpopmail_gid": "owner gid of new domains (default: the vchkpw group)",
+    "ip_alias_domains": "the site's vpopmail has ip alias domains (--enable-ip-alias-domains): vipmap and the "
+                        "daemon's ip map commands work on etc/ip_alias_map (default false)",
 }
 PROFILE_HELP = {
     "remote": "HOST[:PORT] of the vpopmaild (default port 89)",
@@ -164,15 +168,17 @@ CLASSIC_VALUES = {("vuserinfo", "D"): "domain", ("vdeloldusers", "d"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
+    from . import ipmap as IP
     from . import smalltools as S
     from . import usage as U
     from .classic import ARGUMENTS, OPTSTRINGS
 
-    OPTSTRINGS, ARGUMENTS = {**OPTSTRINGS, **S.OPTSTRINGS}, {**ARGUMENTS, **S.ARGUMENTS}
+    OPTSTRINGS = {**OPTSTRINGS, **S.OPTSTRINGS, **IP.OPTSTRINGS}
+    ARGUMENTS = {**ARGUMENTS, **S.ARGUMENTS, **IP.ARGUMENTS}
     values = {**CLASSIC_VALUES, **S.VALUES}
     out = {}
     for name in CLASSIC:
-        text = S.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
+        text = S.USAGE.get(name) or IP.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
         letters = re.findall(r"([A-Za-z0-9])(?=:{0,2})", OPTSTRINGS[name])
         helps = {}
         for line in text.splitlines():
@@ -479,9 +485,10 @@ def man_classic(name: str) -> str:
 
 
 def _classic_purpose(name: str) -> str:
+    from .ipmap import PURPOSE as IP_PURPOSE
     from .smalltools import PURPOSE
 
-    return PURPOSE.get(name) or {
+    return PURPOSE.get(name) or IP_PURPOSE.get(name) or {
         "vadduser": "add a user", "vdeluser": "delete a user", "vmoduser": "change users and their flags",
         "vuserinfo": "show users", "vpasswd": "change a password", "vsetuserquota": "set quotas",
         "vadddomain": "add a domain", "vdeldomain": "delete a domain", "vdominfo": "show domains",
