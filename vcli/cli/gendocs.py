@@ -56,7 +56,8 @@ EXIT_CODES = [
     ("253", "vpopmail directory missing; vmkpasswd of an unknown domain"),
     ("254", "user exists (library), unknown option of valias"),
     ("255", "illegal username, and every classic error vpopmail reports with -1; dotqmail2valias on a store "
-            "without valias"),
+            "without valias; vipmap: a bad IP address, -d of a mapping that is not there, a build without ip "
+            "alias domains"),
     ("182-187", "password refused by the strength policy"),
 ]
 
