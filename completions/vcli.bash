@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vmoddomlimits vdeloldusers vpopbull vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vmoddomlimits vdeloldusers vpopbull vipmap vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -67,6 +67,7 @@ _vcli() {
         vmoddomlimits) opts="--default -d --show -S --delete -D --quota -Q --default-quota -q --max-msgcount --default-maxmsgcount --max-popaccounts --max-aliases --max-forwards --max-autoresponders --max-mailinglists --flags -g --perm-account --perm-alias --perm-forward --perm-autoresponder --perm-maillist --perm-maillist-users --perm-maillist-moderators --perm-quota --perm-defaultquota --format -o --dry-run -h --help"; kind=domain ;;
         vdeloldusers) opts="--domain -d --all -e --age -a --weeks --exclude -x --delete -D --verbose -V --format -o --dry-run -h --help"; kind=none ;;
         vpopbull) opts="--file -f --exclude -e --list -n --method --verbose -V --format -o --dry-run -h --help"; kind=domain ;;
+        vipmap) opts="--show -s --add -a --delete -d --format -o --dry-run -h --help"; kind=domain ;;
         vverifypw) opts="--password-file --encrypted -e -h --help"; kind=address ;;
         vmkpasswd) opts="--dry-run -h --help"; kind=domain ;;
         vchangepw) opts="-h --help"; kind=none ;;
@@ -94,6 +95,7 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vdeloldusers:--format|vdeloldusers:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vpopbull:--method) COMPREPLY=($(compgen -W "copy hard symbolic" -- "$3")) ;;
         vpopbull:--format|vpopbull:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
+        vipmap:--format|vipmap:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vusagec:--format|vusagec:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vmakedotqmail:--domain|vmakedotqmail:-d) _vcli_store domains "$3" ;;
         vuserinfo:-D) _vcli_store domains "$3" ;;
@@ -129,12 +131,13 @@ _vcli_classic() {
         dotqmail2valias) opts="-a -v -d"; kind=domain ;;
         vrcptcheck) opts=""; kind=none ;;
         vusagec) opts=""; kind=address ;;
+        vipmap) opts="-v -p -s -d -a"; kind=none ;;
     esac
     _vcli_value "${COMP_WORDS[0]##*/}" "${COMP_WORDS[COMP_CWORD-1]}" "$cur" && return
     if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); return; fi
     _vcli_arg "$kind" "$cur"
 }
-complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vmoddomlimits vdeloldusers vpopbull vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec
+complete -o default -F _vcli_classic vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo valias vaddaliasdomain vmoddomlimits vdeloldusers vpopbull vverifypw vmkpasswd vchangepw vmakedotqmail dotqmail2valias vrcptcheck vusagec vipmap
 
 _vcli_checkpw() {  # options of vcheckpassword, then a program and its arguments
     local cur="${COMP_WORDS[COMP_CWORD]}" i

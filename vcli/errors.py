@@ -181,6 +181,22 @@ class PasswordChangeDenied(VcliError):
         return "password changing is disabled for this user"
 
 
+class IpAliasDomainsOff(VcliError):
+    """The site's vpopmail was built without IP_ALIAS_DOMAINS: no ip map to show or change."""
+
+    exit_code = 255
+
+    def default_message(self) -> str:
+        return ("this vpopmail build has no ip alias domains (IP_ALIAS_DOMAINS); "
+                "set ip_alias_domains (VCLI_IP_ALIAS_DOMAINS=1) if the site has them")
+
+
+class IpMapNotFound(VcliError):
+    """vipmap -d of a mapping that is not in etc/ip_alias_map."""
+
+    exit_code = 255
+
+
 class UsageError(VcliError):
     exit_code = EXIT_USAGE
 

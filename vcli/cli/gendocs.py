@@ -19,6 +19,8 @@ CLASSIC = ("vadduser", "vdeluser", "vmoduser", "vuserinfo", "vpasswd", "vsetuser
 SMALL_TOOLS = ("vverifypw", "vmkpasswd", "vchangepw", "vmakedotqmail", "dotqmail2valias", "vrcptcheck",
                "vusagec")  # issue 12: vcli/cli/smalltools.py
 CLASSIC += SMALL_TOOLS
+IPMAP_TOOLS = ("vipmap",)  # issue 12 item 6: vcli/cli/ipmap.py
+CLASSIC += IPMAP_TOOLS
 CHECKPW = ("vchkpw", "vcheckpassword")  # checkpassword programs: run with a program to exec, man section 8
 
 # README "Exit codes", one structure for the man pages and the README check
@@ -55,7 +57,8 @@ EXIT_CODES = [
     ("253", "vpopmail directory missing; vmkpasswd of an unknown domain"),
     ("254", "user exists (library), unknown option of valias"),
     ("255", "illegal username, and every classic error vpopmail reports with -1; dotqmail2valias on a store "
-            "without valias"),
+            "without valias; vipmap: a bad IP address, -d of a mapping that is not there, a build without ip "
+            "alias domains"),
     ("182-187", "password refused by the strength policy"),
 ]
 
@@ -80,7 +83,8 @@ CONFIG_HELP = {
     "mysql_limits": "domain limits in the limits table (ENABLE_MYSQL_LIMITS)",
     "valias": "aliases in the valias table (VALIAS)",
     "auth_logging": "last login time and IP kept (ENABLE_AUTH_LOGGING; default true)",
-    "ip_alias_domains": "the ip_alias_map table (IP_ALIAS_DOMAINS)",
+    "ip_alias_domains": "the site's vpopmail has ip alias domains (--enable-ip-alias-domains): vipmap and the "
+                        "daemon's ip map commands work on etc/ip_alias_map (IP_ALIAS_DOMAINS; default false)",
     "mysql_replication": "reads from the first line of vpopmail.mysql (MYSQL_REPLICATION)",
 }
 PROFILE_HELP = {
@@ -175,15 +179,17 @@ CLASSIC_VALUES = {("vuserinfo", "D"): "domain", ("vdeloldusers", "d"): "domain"}
 
 
 def classic_model() -> dict[str, dict]:
+    from . import ipmap as IP
     from . import smalltools as S
     from . import usage as U
     from .classic import ARGUMENTS, OPTSTRINGS
 
-    OPTSTRINGS, ARGUMENTS = {**OPTSTRINGS, **S.OPTSTRINGS}, {**ARGUMENTS, **S.ARGUMENTS}
+    OPTSTRINGS = {**OPTSTRINGS, **S.OPTSTRINGS, **IP.OPTSTRINGS}
+    ARGUMENTS = {**ARGUMENTS, **S.ARGUMENTS, **IP.ARGUMENTS}
     values = {**CLASSIC_VALUES, **S.VALUES}
     out = {}
     for name in CLASSIC:
-        text = S.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
+        text = S.USAGE.get(name) or IP.USAGE.get(name) or (U.VMODUSER if name == "vmoduser" else getattr(U, name.upper()))
         letters = re.findall(r"([A-Za-z0-9])(?=:{0,2})", OPTSTRINGS[name])
         helps = {}
         for line in text.splitlines():
@@ -490,9 +496,10 @@ def man_classic(name: str) -> str:
 
 
 def _classic_purpose(name: str) -> str:
+    from .ipmap import PURPOSE as IP_PURPOSE
     from .smalltools import PURPOSE
 
-    return PURPOSE.get(name) or {
+    return PURPOSE.get(name) or IP_PURPOSE.get(name) or {
         "vadduser": "add a user", "vdeluser": "delete a user", "vmoduser": "change users and their flags",
         "vuserinfo": "show users", "vpasswd": "change a password", "vsetuserquota": "set quotas",
         "vadddomain": "add a domain", "vdeldomain": "delete a domain", "vdominfo": "show domains",

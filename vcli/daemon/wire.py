@@ -18,7 +18,10 @@ from contextlib import contextmanager
 from .. import flags as F
 from ..errors import (
     DomainNotFound,
+    IpMapNotFound,
     LimitsUnreadable,
+    StoreIOError,
+    UsageError,
     UserNotFound,
     VcliError,
     VpopError,
@@ -54,6 +57,8 @@ MSG = {
     28: "Source File Name Required", 29: "Destination File Name Required", 30: "Filename Required",
     31: "Could not open assign file", 32: "IP Required", 33: "Not Available", 34: "Could not get limits",
     35: "Could not set limits", 36: "Not Implemented yet",
+    # used only by the ip map commands; vpopmaild's text table ends at 36 (it reads past the end)
+    37: "IP Required", 38: "Invalid Domain",
 }
 
 
@@ -124,7 +129,7 @@ _WORD = re.compile(r"(?:[A-Za-z0-9_./@%+=,:~-]|'[^']*')+")
 _ADDRESS = re.compile(r"[A-Za-z0-9_.+=%@][A-Za-z0-9_.+=%@-]*\Z")  # a forward: nothing a shell or argv could read
 CHANGES = {"add_alias_domain", "add_domain", "del_domain", "set_limits", "del_limits", "add_user", "del_user",
            "mod_user", "add_alias", "delete_alias", "remove_alias", "mk_dir", "rm_dir", "rm_file", "rename_file",
-           "write_file"}
+           "write_file", "add_ip_map", "del_ip_map"}
 
 # get_limits / set_limits names -> Limits attribute
 LIMIT_FIELDS = [
@@ -332,7 +337,7 @@ class Session:
             return ok()
         if verb == "help":
             return self._help()
-        if verb in NOT_AVAILABLE:
+        if verb in NOT_AVAILABLE and not self.store.s.ip_alias_domains:
             return err(NOT_AVAILABLE[verb], MSG[33])
         if verb in NOT_IMPLEMENTED:
             return err(NOT_IMPLEMENTED[verb], MSG[36])
@@ -1313,6 +1318,57 @@ class Session:
         except OSError as exc:
             return err("0.2202", os.strerror(exc.errno or 5))
         return b"+OK+" + CRLF + f"uid: {st.st_uid}".encode() + b"\n" + b"." + CRLF
+
+    # --- ip map (IP_ALIAS_DOMAINS builds: etc/ip_alias_map) ------------------------------
+
+    def c_get_ip_map(self, args, line):
+        if not self.is_sa:
+            return e(9, 3001)
+        if not args:
+            return e(37, 3002)
+        try:
+            domain = self.store.get_ip_map(args[0])
+        except UsageError:  # not an IP address: no line can match
+            domain = None
+        if domain is None:
+            return err("0.3003", "error")
+        return multi([f"{args[0]} {domain}"])
+
+    def c_add_ip_map(self, args, line):
+        if not self.is_sa:
+            return e(9, 3101)
+        if not args:
+            return e(32, 3102)
+        if len(args) < 2:
+            return e(13, 3103)
+        if self.store.find_domain(args[1]) is None:
+            return e(38, 3104)
+        try:
+            self.store.add_ip_map(args[0], args[1])
+        except (UsageError, DomainNotFound, StoreIOError):
+            return err("0.3105", "error")
+        return ok()
+
+    def c_del_ip_map(self, args, line):
+        if not self.is_sa:
+            return e(9, 3201)
+        if not args:
+            return e(37, 3202)
+        if len(args) < 2:
+            return e(13, 3203)
+        try:
+            self.store.del_ip_map(args[0], args[1])
+        except IpMapNotFound:  # an absent pair is no failure while the file is there (vpopmail)
+            if not os.path.exists(self.store.ip_map_path):
+                return err("0.3204", "error")
+        except (UsageError, StoreIOError):
+            return err("0.3204", "error")
+        return ok()
+
+    def c_show_ip_map(self, args, line):
+        if not self.is_sa:
+            return e(9, 3301)
+        return multi([f"{ip} {domain}" for ip, domain in self.store.ip_maps()])
 
 
 def _store_file(name: str, sa: bool) -> bool:

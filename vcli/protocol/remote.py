@@ -17,6 +17,8 @@ from ..backend_common import BackendCommon
 from ..errors import (
     DomainExists,
     DomainNotFound,
+    IpAliasDomainsOff,
+    IpMapNotFound,
     LoginFailed,
     NotAuthorized,
     PasswordChangeDenied,
@@ -28,7 +30,8 @@ from ..errors import (
 )
 from ..model import AssignEntry, Limits, VUser
 from ..store import names
-from .client import Connection, pairs, user_blocks
+from ..store.ipmap import check_ip
+from .client import Connection, RemoteError, pairs, user_blocks
 
 
 @dataclass
@@ -396,6 +399,45 @@ class RemoteBackend(BackendCommon):
 
     def delete_alias(self, domain: str, alias: str) -> None:
         self.conn.simple(f"delete_alias {alias.lower()}@{self.real_entry(domain).real}")
+
+    # --- ip map (the daemon's IP_ALIAS_DOMAINS commands) -----------------------------
+
+    def _ip_map(self, fn):
+        """`-ERR 33.x Not Available`: the daemon's vpopmail has no ip alias domains."""
+        try:
+            return fn()
+        except RemoteError as exc:
+            if "(33." in exc.message:
+                raise IpAliasDomainsOff(f"the vpopmaild at {self.conn.host}:{self.conn.port} has no ip alias "
+                                        "domains (Not Available)") from None
+            if "(38." in exc.message:
+                raise DomainNotFound() from None
+            raise
+
+    def ip_maps(self) -> list[tuple[str, str]]:
+        lines = self._ip_map(lambda: self._read(lambda: self.conn.multi("show_ip_map")))
+        return [(f[0], f[1]) for f in (x.split() for x in lines) if len(f) >= 2]
+
+    def get_ip_map(self, ip: str) -> str | None:
+        check_ip(ip)
+        try:
+            lines = self._ip_map(lambda: self._read(lambda: self.conn.multi(f"get_ip_map {ip}")))
+        except RemoteError:  # -ERR 0.3003 error: no such IP
+            return None
+        f = lines[0].split() if lines else []
+        return f[1] if len(f) >= 2 else None
+
+    def add_ip_map(self, ip: str, domain: str) -> None:
+        check_ip(ip)
+        self._ip_map(lambda: self.conn.simple(f"add_ip_map {ip} {domain.lower()}"))
+
+    def del_ip_map(self, ip: str, domain: str) -> None:
+        """The daemon answers +OK for a pair it does not have: look first, as the local store does."""
+        check_ip(ip)
+        domain = domain.lower()
+        if (ip, domain) not in self.ip_maps():
+            raise IpMapNotFound(f"no ip map {ip} {domain}")
+        self._ip_map(lambda: self.conn.simple(f"del_ip_map {ip} {domain}"))
 
 
 def pairs_multi(lines: list[str]) -> dict[str, list[str]]:

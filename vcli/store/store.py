@@ -26,6 +26,7 @@ from ..errors import (
     CatchallProtected,
     DomainExists,
     IllegalUsername,
+    IpAliasDomainsOff,
     LimitsUnreadable,
     PasswordChangeDenied,
     StoreIOError,
@@ -36,7 +37,7 @@ from ..errors import (
     VpopError,
 )
 from ..model import MAX_DIR, AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
-from . import intent, names, quota
+from . import intent, ipmap, names, quota
 from .dircontrol import DirControl
 from .fsutil import (
     Owner,
@@ -767,6 +768,36 @@ class Store(BackendCommon):
             remove_file(path)
         except FileNotFoundError:
             raise AliasNotFound(f"No aliases {alias}@{entry.real} found") from None
+
+    # --- ip alias map (IP_ALIAS_DOMAINS builds; vcli.store.ipmap) ------------------
+
+    @property
+    def ip_map_path(self) -> str:
+        return os.path.join(self.root, ipmap.FILE)
+
+    def _ip_maps_built(self) -> None:
+        if not self.s.ip_alias_domains:
+            raise IpAliasDomainsOff()
+
+    def ip_maps(self) -> list[tuple[str, str]]:
+        """(ip, domain) of etc/ip_alias_map in file order."""
+        self._ip_maps_built()
+        return ipmap.read_maps(self.ip_map_path)
+
+    def get_ip_map(self, ip: str) -> str | None:
+        """The domain of the first line for this IP, or None."""
+        self._ip_maps_built()
+        return ipmap.lookup(self.ip_map_path, ipmap.check_ip(ip))
+
+    def add_ip_map(self, ip: str, domain: str) -> None:
+        """Map an IP to an existing domain (the same pair again moves to the end)."""
+        self._ip_maps_built()
+        ipmap.add(self, self.ip_map_path, ip, domain, self.lock_wait)
+
+    def del_ip_map(self, ip: str, domain: str) -> None:
+        """Drop one IP-domain pair; IpMapNotFound when it is not there."""
+        self._ip_maps_built()
+        ipmap.delete(self.ip_map_path, ip, domain, self.lock_wait)
 
 
 # --- module helpers -------------------------------------------------------------
