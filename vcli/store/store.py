@@ -580,7 +580,25 @@ class Store(BackendCommon):
                  enforce_no_passwd_chng: bool = False) -> VUser:
         """vmoduser / mod_user on one account; returns the new record."""
         entry = self.real_entry(domain)
-        user = user.lower()
+        change, q = self._user_change(entry, ch, enforce_no_passwd_chng, fresh_hash=False)
+        return self.auth.modify_user(entry, user.lower(), change, _umask_mode(), rebuild_cdb,
+                                     maildirsize=q is not None)
+
+    def mod_users(self, domain: str, ch: UserChanges, users: list[str] | None = None,
+                  rebuild_cdb: bool = True, enforce_no_passwd_chng: bool = False) -> list[VUser]:
+        """mod_user of every user of the domain (or of `users`; names not there are skipped) in
+        one lock and one rewrite of the user database: vmoduser/vsetuserquota DOMAIN.  The same
+        validation and the same files as mod_user of each in turn; a new password gets its own
+        salt per user.  Returns the new records, in vpasswd order."""
+        entry = self.real_entry(domain)
+        change, q = self._user_change(entry, ch, enforce_no_passwd_chng, fresh_hash=True)
+        changes = change if users is None else dict.fromkeys((u.lower() for u in users), change)
+        return self.auth.modify_users(entry, changes, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
+
+    def _user_change(self, entry: AssignEntry, ch: UserChanges, enforce_no_passwd_chng: bool,
+                     fresh_hash: bool) -> tuple[Callable[[VUser], VUser], str | None]:
+        """(change function, normalized quota or None) of `ch`, every value checked first;
+        `fresh_hash`: hash the password per call (a batch), else once now."""
         if ch.gecos is not None:
             self._check_gecos(ch.gecos)
         hashed = None
@@ -588,7 +606,8 @@ class Store(BackendCommon):
             _passwords().check_clear(ch.password)
             if self.s.clear_passwords and ":" in ch.password:
                 raise BadCharacter()
-            hashed = _passwords().hash_password(ch.password, self.s.hash)
+            if not fresh_hash:
+                hashed = _passwords().hash_password(ch.password, self.s.hash)
         if ch.hashed is not None:
             _passwords().check_hash(ch.hashed)
         q = None if ch.quota is None else quota.normalize(ch.quota)
@@ -603,8 +622,8 @@ class Store(BackendCommon):
                 raise PasswordChangeDenied()
             if ch.gecos is not None:
                 u.gecos = ch.gecos
-            if hashed is not None:
-                u.passwd = hashed
+            if ch.password is not None:
+                u.passwd = hashed if hashed is not None else _passwords().hash_password(ch.password, self.s.hash)
                 if self.s.clear_passwords:
                     u.clear = ch.password
             elif ch.hashed is not None:
@@ -618,7 +637,7 @@ class Store(BackendCommon):
                 u.dir = ch.dir
             return u
 
-        return self.auth.modify_user(entry, user, change, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
+        return change, q
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True) -> VUser:

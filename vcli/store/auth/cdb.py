@@ -189,6 +189,36 @@ class CdbAuth:
         """Replace one record (change(old) -> new) under the lock; maildirsize follows a new quota."""
         return self._rewrite_user(entry, user, change, mode, rebuild_index, maildirsize=maildirsize)
 
+    def modify_users(self, entry: AssignEntry, changes: dict[str, Callable[[VUser], VUser]]
+                     | Callable[[VUser], VUser], mode: int, rebuild_index: bool = True,
+                     maildirsize: bool = False) -> list[VUser]:
+        """One lock, one vpasswd rewrite, one cdb rebuild and one intent for a domain-wide
+        change; each name's first line is changed, as modify_user of each in turn would."""
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)
+            seen: set[bytes] = set()
+            changed: dict[str, bytes] = {}
+            new_users: list[VUser] = []
+            for i, line in enumerate(lines):
+                key = line_name(line)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if callable(changes):
+                    change = changes
+                else:
+                    change = changes.get(key.decode("utf-8", "surrogateescape"))
+                    if change is None:
+                        continue
+                new = change(parse_line(line))
+                lines[i] = new.to_line(self.s.clear_passwords)
+                changed[new.name] = lines[i]
+                new_users.append(new)
+            if new_users:
+                self._commit(entry, "vmoduser", lines, mode, rebuild_cdb=rebuild_index,
+                             maildirsize=new_users if maildirsize else (), changed=changed)
+            return new_users
+
     def delete_user(self, entry: AssignEntry, user: str) -> VUser:
         """vdeluser: line out, cdb rebuilt, hash slot freed (.dir_control_free), home removed."""
         gone = self.delete_users(entry, [user])
