@@ -444,8 +444,10 @@ class Store(BackendCommon):
 
     # --- the disk part of a user change (the auth module calls these inside its commit) ---------
 
-    def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str) -> list[tuple[str | None, str]]:
+    def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str,
+                           durable: bool = True) -> list[tuple[str | None, str]]:
         """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit.
+        `durable=False`: not fsync'ed (a batch syncs the filesystem once before its intent ends).
 
         Never through a symlink out of the domain: a home or Maildir leading elsewhere is left alone."""
         maildir = os.path.join(vu.dir, "Maildir")
@@ -466,7 +468,7 @@ class Store(BackendCommon):
         used_bytes, used_count = quota.usage(maildir)
         tmp_name = os.path.join("tmp", intent.MAILDIRSIZE_TMP)
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
-        return [(write_staged(path, data, 0o600, owner, tmp_name), path)]
+        return [(write_staged(path, data, 0o600, owner, tmp_name, durable), path)]
 
     def _check_gecos(self, gecos: str) -> str:
         if ":" in gecos or any(c in gecos for c in "\0\n\r"):

@@ -382,6 +382,9 @@ class CdbAuth:
                      maildirsize=[vu.name for vu in maildirsize], lines=changed)
         staged: list[tuple[str | None, str]] = []  # (temp, final); temp None: dry run, "": remove
         made: list[str] = []
+        # many maildirsize files (a domain-wide quota): no fsync each, one sync_fs before the
+        # intent ends; until then a crash replays them all from the committed quotas
+        batch = len(maildirsize) > 1
         try:
             if new_users:
                 self.disk._make_user_dirs(new_users, owner, made, progress)
@@ -394,7 +397,7 @@ class CdbAuth:
             for path, (fmode, data) in files.items():
                 staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
             for vu in maildirsize:
-                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir))
+                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir, durable=not batch))
             if vp_tmp is not None:
                 os.rename(vp_tmp, vp)  # the commit
                 fsync_dir(ddir)
@@ -421,7 +424,10 @@ class CdbAuth:
             if journal() is None:  # a dry run built no trees
                 for home in made:
                     os.rename(intent.tmp_home(home), home)
-                for parent in {os.path.dirname(h) for h in made} | {os.path.dirname(p) for t, p in staged if t}:
+                if batch:
+                    fsutil.sync_fs(ddir)
+                for parent in {os.path.dirname(h) for h in made} | (
+                        set() if batch else {os.path.dirname(p) for t, p in staged if t}):
                     fsync_dir(parent)
             for vu in removed:
                 self.disk._remove_tree(vu.dir, ddir)
