@@ -157,8 +157,7 @@ def mod_user(store, target: str, changes, rebuild_cdb: bool = True) -> None:
         return
     domain = target.lower()
     store.domain(domain)
-    for u in list(store.list_users(domain)):
-        store.mod_user(u.name, domain, replace(changes), rebuild_cdb=rebuild_cdb)
+    store.mod_users(domain, changes, rebuild_cdb=rebuild_cdb)  # one commit for the whole domain
 
 
 def lookup_user(store, address: str):
@@ -237,8 +236,9 @@ def set_quota(store, target: str, quota: str) -> None:
         return
     domain = target.lower()
     store.domain(domain)
-    for u in list(store.list_users(domain)):
-        store.set_quota(u.name, domain, quota)
+    from ..model import UserChanges
+
+    store.mod_users(domain, UserChanges(quota=quota))  # one commit for the whole domain
 
 
 # --- domains -------------------------------------------------------------------

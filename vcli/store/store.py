@@ -445,8 +445,10 @@ class Store(BackendCommon):
 
     # --- the disk part of a user change (the auth module calls these inside its commit) ---------
 
-    def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str) -> list[tuple[str | None, str]]:
+    def _stage_maildirsize(self, vu: VUser, owner: Owner, ddir: str,
+                           durable: bool = True) -> list[tuple[str | None, str]]:
         """maildirsize follows a new quota: staged in Maildir/tmp, or (NOQUOTA, tmp "") removed at the commit.
+        `durable=False`: not fsync'ed (a batch syncs the filesystem once before its intent ends).
 
         Never through a symlink out of the domain: a home or Maildir leading elsewhere is left alone."""
         maildir = os.path.join(vu.dir, "Maildir")
@@ -467,7 +469,7 @@ class Store(BackendCommon):
         used_bytes, used_count = quota.usage(maildir)
         tmp_name = os.path.join("tmp", intent.MAILDIRSIZE_TMP)
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
-        return [(write_staged(path, data, 0o600, owner, tmp_name), path)]
+        return [(write_staged(path, data, 0o600, owner, tmp_name, durable), path)]
 
     def _check_gecos(self, gecos: str) -> str:
         if ":" in gecos or any(c in gecos for c in "\0\n\r"):
@@ -581,7 +583,25 @@ class Store(BackendCommon):
                  enforce_no_passwd_chng: bool = False) -> VUser:
         """vmoduser / mod_user on one account; returns the new record."""
         entry = self.real_entry(domain)
-        user = user.lower()
+        change, q = self._user_change(entry, ch, enforce_no_passwd_chng, fresh_hash=False)
+        return self.auth.modify_user(entry, user.lower(), change, _umask_mode(), rebuild_cdb,
+                                     maildirsize=q is not None)
+
+    def mod_users(self, domain: str, ch: UserChanges, users: list[str] | None = None,
+                  rebuild_cdb: bool = True, enforce_no_passwd_chng: bool = False) -> list[VUser]:
+        """mod_user of every user of the domain (or of `users`; names not there are skipped) in
+        one lock and one rewrite of the user database: vmoduser/vsetuserquota DOMAIN.  The same
+        validation and the same files as mod_user of each in turn; a new password gets its own
+        salt per user.  Returns the new records, in vpasswd order."""
+        entry = self.real_entry(domain)
+        change, q = self._user_change(entry, ch, enforce_no_passwd_chng, fresh_hash=True)
+        changes = change if users is None else dict.fromkeys((u.lower() for u in users), change)
+        return self.auth.modify_users(entry, changes, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
+
+    def _user_change(self, entry: AssignEntry, ch: UserChanges, enforce_no_passwd_chng: bool,
+                     fresh_hash: bool) -> tuple[Callable[[VUser], VUser], str | None]:
+        """(change function, normalized quota or None) of `ch`, every value checked first;
+        `fresh_hash`: hash the password per call (a batch), else once now."""
         if ch.gecos is not None:
             self._check_gecos(ch.gecos)
         hashed = None
@@ -589,7 +609,8 @@ class Store(BackendCommon):
             _passwords().check_clear(ch.password)
             if self.s.clear_passwords and ":" in ch.password:
                 raise BadCharacter()
-            hashed = _passwords().hash_password(ch.password, self.s.hash)
+            if not fresh_hash:
+                hashed = _passwords().hash_password(ch.password, self.s.hash)
         if ch.hashed is not None:
             _passwords().check_hash(ch.hashed)
         q = None if ch.quota is None else quota.normalize(ch.quota)
@@ -604,8 +625,8 @@ class Store(BackendCommon):
                 raise PasswordChangeDenied()
             if ch.gecos is not None:
                 u.gecos = ch.gecos
-            if hashed is not None:
-                u.passwd = hashed
+            if ch.password is not None:
+                u.passwd = hashed if hashed is not None else _passwords().hash_password(ch.password, self.s.hash)
                 if self.s.clear_passwords:
                     u.clear = ch.password
             elif ch.hashed is not None:
@@ -619,7 +640,7 @@ class Store(BackendCommon):
                 u.dir = ch.dir
             return u
 
-        return self.auth.modify_user(entry, user, change, _umask_mode(), rebuild_cdb, maildirsize=q is not None)
+        return change, q
 
     def set_password(self, user: str, domain: str, clear: str, check_policy: bool = True,
                      enforce_no_passwd_chng: bool = True) -> VUser:

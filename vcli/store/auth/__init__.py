@@ -97,6 +97,13 @@ class AuthModule(Protocol):
         """Replace one record by change(old); UserNotFound.  `maildirsize`: the quota changed, so
         Maildir/maildirsize follows in the same commit.  `mode`: vpasswd's mode (cdb only)."""
 
+    def modify_users(self, entry: AssignEntry, changes: dict[str, Callable[[VUser], VUser]]
+                     | Callable[[VUser], VUser], mode: int, rebuild_index: bool = True,
+                     maildirsize: bool = False) -> list[VUser]:
+        """modify_user of many in one commit (vmoduser/vsetuserquota DOMAIN): `changes` maps
+        names to change functions (names not there are skipped), or is one function for every
+        user.  The same records and files as one modify_user each, in vpasswd order."""
+
     def delete_user(self, entry: AssignEntry, user: str) -> VUser:
         """Record out, counter down, hashed dir onto the free list, home removed; returns the old record."""
 

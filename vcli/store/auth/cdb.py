@@ -189,6 +189,36 @@ class CdbAuth:
         """Replace one record (change(old) -> new) under the lock; maildirsize follows a new quota."""
         return self._rewrite_user(entry, user, change, mode, rebuild_index, maildirsize=maildirsize)
 
+    def modify_users(self, entry: AssignEntry, changes: dict[str, Callable[[VUser], VUser]]
+                     | Callable[[VUser], VUser], mode: int, rebuild_index: bool = True,
+                     maildirsize: bool = False) -> list[VUser]:
+        """One lock, one vpasswd rewrite, one cdb rebuild and one intent for a domain-wide
+        change; each name's first line is changed, as modify_user of each in turn would."""
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)
+            seen: set[bytes] = set()
+            changed: dict[str, bytes] = {}
+            new_users: list[VUser] = []
+            for i, line in enumerate(lines):
+                key = line_name(line)
+                if key in seen:
+                    continue
+                seen.add(key)
+                if callable(changes):
+                    change = changes
+                else:
+                    change = changes.get(key.decode("utf-8", "surrogateescape"))
+                    if change is None:
+                        continue
+                new = change(parse_line(line))
+                lines[i] = new.to_line(self.s.clear_passwords)
+                changed[new.name] = lines[i]
+                new_users.append(new)
+            if new_users:
+                self._commit(entry, "vmoduser", lines, mode, rebuild_cdb=rebuild_index,
+                             maildirsize=new_users if maildirsize else (), changed=changed)
+            return new_users
+
     def delete_user(self, entry: AssignEntry, user: str) -> VUser:
         """vdeluser: line out, cdb rebuilt, hash slot freed (.dir_control_free), home removed."""
         gone = self.delete_users(entry, [user])
@@ -352,6 +382,9 @@ class CdbAuth:
                      maildirsize=[vu.name for vu in maildirsize], lines=changed)
         staged: list[tuple[str | None, str]] = []  # (temp, final); temp None: dry run, "": remove
         made: list[str] = []
+        # many maildirsize files (a domain-wide quota): no fsync each, one sync_fs before the
+        # intent ends; until then a crash replays them all from the committed quotas
+        batch = len(maildirsize) > 1
         try:
             if new_users:
                 self.disk._make_user_dirs(new_users, owner, made, progress)
@@ -364,7 +397,7 @@ class CdbAuth:
             for path, (fmode, data) in files.items():
                 staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
             for vu in maildirsize:
-                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir))
+                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir, durable=not batch))
             if vp_tmp is not None:
                 os.rename(vp_tmp, vp)  # the commit
                 fsync_dir(ddir)
@@ -391,7 +424,10 @@ class CdbAuth:
             if journal() is None:  # a dry run built no trees
                 for home in made:
                     os.rename(intent.tmp_home(home), home)
-                for parent in {os.path.dirname(h) for h in made} | {os.path.dirname(p) for t, p in staged if t}:
+                if batch:
+                    fsutil.sync_fs(ddir)
+                for parent in {os.path.dirname(h) for h in made} | (
+                        set() if batch else {os.path.dirname(p) for t, p in staged if t}):
                     fsync_dir(parent)
             for vu in removed:
                 self.disk._remove_tree(vu.dir, ddir)
