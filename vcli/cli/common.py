@@ -7,7 +7,6 @@ Kept free of typer and rich so the classic entry points start fast.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 
@@ -57,13 +56,13 @@ def emit_now(lines: list[str]) -> None:
                            f"({exc.strerror or exc}); nothing changed") from None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7f, 0xa0))}  # str.translate table, not re
 
 
 def printable(text: str) -> str:
     """Control characters (terminal escapes, CR, tab...) as \\xNN, so a stored comment cannot
     drive the terminal or forge lines in plain and table output (JSON escapes them itself)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
+    return text.translate(_CONTROL)
 
 
 def print_lines(lines: list[str]) -> None:
