@@ -133,7 +133,7 @@ def test_i11_04_records_behave_as_the_dataclasses_did():
         a: int
         b: list = None
 
-    assert P(1) == P(a=1, b=None) and not hasattr(P(1), "__dict__")
+    assert P(1) == P(a=1, b=None) and P(1, [2]).replace(a=3) == P(3, [2])
 
 
 def test_i11_04_name_rules_match_the_old_regular_expressions():

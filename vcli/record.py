@@ -1,8 +1,7 @@
 """`@record`: the few dataclass features the value types use, without importing `dataclasses`.
 
 `import dataclasses` pulls in inspect, re and enum (~20 ms of a 50 ms classic `vuserinfo`), and
-every command imports the value types (issue 11 item 4).  A record gets `__slots__`, an
-`__init__` (positional or keyword, in declaration order), `__eq__`, `__repr__`, `replace()`
+every command imports the value types (issue 11 item 4).  A record gets an `__init__` (positional or keyword, in declaration order), `__eq__`, `__repr__`, `replace()`
 and `as_dict()`; `frozen=True` adds immutability and `__hash__`.  Declared as a dataclass is:
 annotated class attributes, a default by plain value or `factory(callable)`.
 """
@@ -27,8 +26,8 @@ def record(cls=None, *, frozen: bool = False):
         return lambda c: record(c, frozen=frozen)
     names = tuple(cls.__dict__.get("__annotations__", {}))
     defaults = {n: cls.__dict__[n] for n in names if n in cls.__dict__}
+    # no __slots__: callers may hang their own attributes on a record (the remote client's _domain)
     body = {k: v for k, v in cls.__dict__.items() if k not in defaults and k not in ("__dict__", "__weakref__")}
-    body["__slots__"] = names
     body["_fields"] = names
     ns: dict = {"_factory": factory}
     params, lines = [], []
@@ -55,8 +54,6 @@ def record(cls=None, *, frozen: bool = False):
         body.setdefault("__hash__", _hash)
     else:
         body["__hash__"] = None
-    body["__getstate__"] = _getstate
-    body["__setstate__"] = _setstate
     new = type(cls)(cls.__name__, cls.__bases__, body)
     new.__qualname__ = cls.__qualname__
     return new
@@ -85,15 +82,6 @@ def _replace(self, **changes):
     kw = {n: getattr(self, n) for n in self._fields}
     kw.update(changes)
     return type(self)(**kw)
-
-
-def _getstate(self):
-    return tuple(getattr(self, n) for n in self._fields)
-
-
-def _setstate(self, state):
-    for n, v in zip(self._fields, state, strict=True):
-        object.__setattr__(self, n, v)
 
 
 def _value(v):
