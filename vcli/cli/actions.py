@@ -174,23 +174,28 @@ def lookup_user(store, address: str):
 
 
 def domain_users(store, domain: str):
-    """(users, real domain) for vuserinfo -D."""
+    """(users, real domain) for vuserinfo -D: the users as the store streams them (an iterator,
+    never the whole domain in memory: issue 11 item 2); an unknown domain fails here, before any."""
     domain = domain.lower()
     if store.find_domain(domain) is None:
         raise DomainNotFound()
     real = store.real_entry(domain).real
-    return list(store.list_users(real)), real
+    return store.list_users(real), real
 
 
-def user_info_lines(store, address: str | None, domain: str | None, selectors: str) -> list[str]:
+def user_info_lines(store, address: str | None, domain: str | None, selectors: str):
+    """vuserinfo's lines; for a domain a generator, one user's block at a time, with the domain's
+    limit bits read once (print_lines writes it as it comes)."""
     if domain is not None:
         users, real = domain_users(store, domain)
         mask = store.domain_mask(real)
-        lines: list[str] = []
-        for u in users:
-            lines.append(SEPARATOR)
-            lines.extend(vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask))
-        return lines
+
+        def blocks():
+            for u in users:
+                yield SEPARATOR
+                yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask)
+
+        return blocks()
     u, real = lookup_user(store, address)
     return vuserinfo_lines(store, u, real, selectors)
 

@@ -65,10 +65,17 @@ def printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
-def print_lines(lines: list[str]) -> None:
-    """The output lines of a command, control characters escaped; nothing at all for none."""
-    if lines:
-        sys.stdout.write("".join(printable(x) + "\n" for x in lines))
+def print_lines(lines) -> None:
+    """The output lines of a command, control characters escaped; nothing at all for none.
+    `lines` may be a generator (a domain listing): written in chunks as it comes, never held."""
+    chunk: list[str] = []
+    for x in lines:
+        chunk.append(printable(x) + "\n")
+        if len(chunk) >= 512:
+            sys.stdout.write("".join(chunk))
+            chunk.clear()
+    if chunk:
+        sys.stdout.write("".join(chunk))
 
 
 def warn(msg: str) -> None:
