@@ -183,15 +183,24 @@ def domain_users(store, domain: str):
     return store.list_users(real), real
 
 
+def with_mask(store, users, real: str):
+    """(user, the domain's limit bits) for each user; the bits read once, after the listing has
+    started (a remote backend asks list_users first, then the limits, as before streaming)."""
+    mask, first = None, True
+    for u in users:
+        if first:
+            mask, first = store.domain_mask(real), False
+        yield u, mask
+
+
 def user_info_lines(store, address: str | None, domain: str | None, selectors: str):
     """vuserinfo's lines; for a domain a generator, one user's block at a time, with the domain's
     limit bits read once (print_lines writes it as it comes)."""
     if domain is not None:
         users, real = domain_users(store, domain)
-        mask = store.domain_mask(real)
 
         def blocks():
-            for u in users:
+            for u, mask in with_mask(store, users, real):
                 yield SEPARATOR
                 yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask)
 

@@ -338,7 +338,7 @@ def vuserinfo(
             enabled = sys.stderr.isatty() and not sys.stdout.isatty() and not _global.get("quiet")
             bar = Progress(f"reading {real}", store.user_counter(store.real_entry(real)) if enabled else None,
                            enabled=enabled)
-            mask, with_usage = store.domain_mask(real), fmt is Format.json  # CSV has no usage column
+            with_usage = fmt is Format.json  # CSV has no usage column: no maildirsize read
             memo: dict[int, list[str]] = {}
 
             def names(bits: int) -> list[str]:
@@ -347,7 +347,7 @@ def vuserinfo(
                 return list(memo[bits])
 
             def stream():  # one user at a time (issue 11 item 2): never the whole domain in memory
-                for i, u in enumerate(users, 1):
+                for i, (u, mask) in enumerate(A.with_mask(store, users, real), 1):
                     yield user_json(store, u, real, with_usage, mask=mask, names=names)
                     bar(i)
                 bar.done()
