@@ -62,7 +62,7 @@ _CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7f, 0xa0))}  # str
 def printable(text: str) -> str:
     """Control characters (terminal escapes, CR, tab...) as \\xNN, so a stored comment cannot
     drive the terminal or forge lines in plain and table output (JSON escapes them itself)."""
-    return text.translate(_CONTROL)
+    return text if text.isprintable() else text.translate(_CONTROL)  # the common case untouched, fast
 
 
 def print_lines(lines) -> None:
