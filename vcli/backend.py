@@ -12,13 +12,16 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from .model import AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
+else:
+    Protocol = object  # `typing` imports re: the lookup commands start without it (issue 11 item 4)
 
 
-@runtime_checkable
 class Backend(Protocol):
     """What every command (CLI, classic tools, the daemon) may call on a backend.
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields
 
 from .errors import ConfigError
+from .record import factory, record
 
 APP = "vcli"
 
@@ -46,7 +46,7 @@ AUTH_MODULES = ("cdb", "mysql", "pgsql")
 PROFILE_KEYS = ("remote", "login", "password", "tls", "ca_file", "allow_plain", "timeout", "clear_passwords")
 
 
-@dataclass
+@record
 class Settings:
     vpopmail_dir: str = ""
     qmail_dir: str = "/var/qmail"
@@ -71,12 +71,12 @@ class Settings:
     site_file: str | None = None  # the vpopmail_config.h read, if any
     embedded: bool = False
     config_file: str | None = None
-    profiles: dict = field(default_factory=dict)
-    sources: dict = field(default_factory=dict)  # setting -> where its value came from
+    profiles: dict = factory(dict)
+    sources: dict = factory(dict)  # setting -> where its value came from
     db: object = None  # vcli.site.DbSettings of an SQL site, when asked for (load_settings(read_db=True))
 
     def as_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {n: getattr(self, n) for n in self._fields}
         out["db"] = self.db.shown() if self.db is not None else None
         return out
 

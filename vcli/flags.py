@@ -7,7 +7,7 @@ reads this table, so a flag's bit, letter or name is written exactly once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .record import record
 
 # Who may change a flag through vpopmaild's mod_user (spec/flags.md §2).
 ANY = "any"  # any session allowed to touch the account
@@ -16,7 +16,7 @@ ADMIN = "admin"  # domain admin or system admin
 SYSADMIN = "sysadmin"  # system admin only
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Flag:
     name: str  # vpopmail macro name
     bit: int

@@ -9,11 +9,9 @@ where they are pure functions of it (`VUser.to_line`, `AssignEntry.line`,
 
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass, field, fields
-
 from . import flags
 from .errors import IllegalUsername, InvalidDomain, TooLong, VpopError
+from .record import factory, record
 
 MAX_GECOS = 64
 MAX_DIR = 160
@@ -21,7 +19,7 @@ MAX_DIR = 160
 # --- users ---------------------------------------------------------------------------------------
 
 
-@dataclass
+@record
 class VUser:
     name: str
     passwd: str = ""
@@ -39,10 +37,10 @@ class VUser:
         return (":".join(fields) + "\n").encode("utf-8", "surrogateescape")
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {n: getattr(self, n) for n in self._fields}
 
 
-@dataclass
+@record
 class NewUser:
     """One account to create (add_user / bulk add)."""
 
@@ -54,7 +52,7 @@ class NewUser:
     apop: bool = False
 
 
-@dataclass
+@record
 class UserChanges:
     """What vmoduser / mod_user may change; None means leave alone."""
 
@@ -68,14 +66,14 @@ class UserChanges:
     dir: str | None = None
 
 
-@dataclass
+@record
 class DomainInfo:
     entry: AssignEntry  # the users/assign entry of the domain asked for
     users: int
-    aliases: list[str] = field(default_factory=list)
+    aliases: list[str] = factory(list)
 
 
-@dataclass
+@record
 class UserUsage:
     bytes: int
     messages: int
@@ -86,7 +84,7 @@ class UserUsage:
 # --- domains -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class AssignEntry:
     name: str  # the domain (real or alias)
     real: str
@@ -115,7 +113,7 @@ BOOL_KEYS = (
 PERM_KEYS = ("perm_account", "perm_alias", "perm_forward", "perm_autoresponder", "perm_quota", "perm_defaultquota")
 
 
-@dataclass
+@record
 class Limits:
     maxpopaccounts: int = -1
     maxaliases: int = -1
@@ -149,12 +147,11 @@ class Limits:
     @classmethod
     def parse(cls, data: bytes) -> Limits:
         lim = cls()
-        for raw in re.split(rb"[\r\n]", data):
+        for raw in data.replace(b"\r", b"\n").split(b"\n"):
             line = raw.decode("latin-1")
             if not line or line.startswith("#"):
                 continue
-            m = re.match(r"([^ \t:]*)[ \t:]*(.*)", line)
-            name, value = m.group(1), m.group(2)
+            name, value = _keyword(line)
             if name in INT_KEYS or name in U64_KEYS:
                 setattr(lim, name, _atoi(value))
             elif name in BOOL_KEYS:
@@ -187,12 +184,30 @@ class Limits:
         return mask
 
     def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {n: getattr(self, n) for n in self._fields}
+
+
+def _keyword(line: str) -> tuple[str, str]:
+    """`name[ \\t:]*value`: the keyword up to the first blank or colon, the rest after them."""
+    n, i = len(line), 0
+    while i < n and line[i] not in " \t:":
+        i += 1
+    j = i
+    while j < n and line[j] in " \t:":
+        j += 1
+    return line[:i], line[j:]
 
 
 def _atoi(text: str) -> int:
-    m = re.match(r"\s*([+-]?\d+)", text)
-    return int(m.group(1)) if m else 0
+    """C atoi: leading blanks, a sign, digits; 0 when there are none (str methods, not re)."""
+    n, i = len(text), 0
+    while i < n and text[i].isspace():
+        i += 1
+    j = i + 1 if i < n and text[i] in "+-" else i
+    k = j
+    while k < n and text[k].isdecimal():
+        k += 1
+    return int(text[i:k]) if k > j else 0
 
 
 # --- name rules (spec/store.md §12) --------------------------------------------------------------
@@ -201,9 +216,19 @@ def _atoi(text: str) -> int:
 # the path-traversal holes of the C tools.
 
 # Bytes vpopmail allows in a user name, minus '/' (a path separator for us).
-_USER_RE = re.compile(r"[!#$&'*+\-.0-9=?A-Z^_`a-z{|}~]+\Z")
-_DOMAIN_RE = re.compile(r"[A-Za-z0-9.\-]+\Z")
-_LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?\Z")
+_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyz"
+_USER_CHARS = frozenset("!#$&'*+-.=?^_`{|}~" + _ALNUM + _ALNUM.upper())
+_DOMAIN_CHARS = frozenset(".-" + _ALNUM + _ALNUM.upper())
+_LABEL_CHARS = frozenset("-" + _ALNUM)
+
+
+def _only(text: str, allowed: frozenset) -> bool:
+    """text is non-empty and made of `allowed` only (sets, not re: re costs start-up time)."""
+    return bool(text) and allowed.issuperset(text)
+
+
+def _label_ok(lab: str) -> bool:
+    return _only(lab, _LABEL_CHARS) and lab[0] != "-" and lab[-1] != "-"
 MAX_ADDRESS = 156
 MAX_DOMAIN = 96
 
@@ -220,7 +245,7 @@ def split_address(address: str, default: str = "") -> tuple[str, str]:
 
 def check_user(user: str, max_len: int = 64) -> str:
     """Validate a (lower-cased) local part; raise IllegalUsername or TooLong."""
-    if not user.isascii() or not _USER_RE.match(user):
+    if not user.isascii() or not _only(user, _USER_CHARS):
         raise IllegalUsername()
     if len(user) > max_len:
         raise TooLong(f"user name too long (max={max_len})", -25)
@@ -239,7 +264,7 @@ def check_new_user(user: str, max_len: int = 64) -> str:
 
 def check_domain_chars(domain: str) -> str:
     """The character-set check every tool applies to a domain name."""
-    if not domain or not domain.isascii() or not _DOMAIN_RE.match(domain):
+    if not domain or not domain.isascii() or not _only(domain, _DOMAIN_CHARS):
         raise InvalidDomain()
     if len(domain) > MAX_DOMAIN:
         raise TooLong(f"domain name too long (max={MAX_DOMAIN})", -26)
@@ -254,7 +279,7 @@ def check_new_domain(domain: str) -> str:
     if len(domain) < 3 or "." not in domain or domain.endswith(("-", ".")):
         raise InvalidDomain()
     labels = domain.split(".")
-    if not 2 <= len(labels[-1]) <= 63 or not all(_LABEL_RE.match(lab) and len(lab) <= 63 for lab in labels):
+    if not 2 <= len(labels[-1]) <= 63 or not all(_label_ok(lab) and len(lab) <= 63 for lab in labels):
         raise InvalidDomain()
     return domain
 

@@ -11,13 +11,12 @@ prints: warnings go through the `warn` callable.  (spec/sql.md §1, §2; store.m
 from __future__ import annotations
 
 import os
-import re
 import stat
 
 from .errors import ConfigError
 
 CONFIG_H = os.path.join("include", "vpopmail_config.h")
-_DEFINE = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+(.*?))?[ \t]*(?:/\*.*)?$")
+_DEFINE = (rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+(.*?))?[ \t]*(?:/\*.*)?$")
 
 # configure's auth-module symbols -> our module names (USE_SQL accompanies mysql/pgsql)
 _MODULE_MACROS = (("USE_MYSQL", "mysql"), ("USE_POSTGRES", "pgsql"), ("USE_LDAP", "ldap"),
@@ -38,9 +37,12 @@ FLAG_MACROS = {
 
 def parse_config_h(data: bytes) -> dict[str, str]:
     """NAME -> value (quotes removed; '' for a bare `#define NAME`) of every #define line."""
+    import re  # only a site with a vpopmail_config.h pays for re (issue 11 item 4)
+
+    define = re.compile(_DEFINE)
     out = {}
     for raw in data.splitlines():
-        m = _DEFINE.match(raw.rstrip(b"\r"))
+        m = define.match(raw.rstrip(b"\r"))
         if m:
             value = (m.group(2) or b"").strip().decode("latin-1")
             if len(value) >= 2 and value[0] == value[-1] == '"':

@@ -9,8 +9,6 @@ Kept free of typer so the classic entry points start fast.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass, replace
 
 from .. import flags as F
 from ..errors import (
@@ -24,6 +22,7 @@ from ..errors import (
     VpopError,
     WeakPassword,
 )
+from ..record import record
 from .output import SEPARATOR, vdominfo_lines, vuserinfo_lines
 
 
@@ -62,17 +61,19 @@ def random_password(length: int) -> str:
 
 # what a crypt(3) result looks like: $id$[params$]salt$hash (optionally behind a {SCHEME} prefix,
 # which vpopmail skips when verifying), or traditional DES: 13 characters of [./0-9A-Za-z]
-_HASH = re.compile(r"(\{[A-Za-z0-9.+-]+\})?(\$[0-9A-Za-z]+(\$[^$:\s]*)*\$[^$:\s]+|[./0-9A-Za-z]{13})")
+_HASH = r"(\{[A-Za-z0-9.+-]+\})?(\$[0-9A-Za-z]+(\$[^$:\s]*)*\$[^$:\s]+|[./0-9A-Za-z]{13})"
 
 
 def check_hash_text(hashed: str) -> str:
     """-e / --hashed take a crypt(3) hash verbatim: refuse anything that is not one (an empty
     string, a clear-text password given by mistake), which would leave an account no password
     opens, or (empty) one any password may open in some readers."""
+    import re  # here, not at the top: the lookup commands start without re (issue 11 item 4)
+
     from ..store.passwords import check_hash
 
     check_hash(hashed)  # the characters vpasswd cannot carry, the length (vpopmail's own errors) first
-    if not _HASH.fullmatch(hashed):
+    if not re.fullmatch(_HASH, hashed):
         raise UsageError("not a crypt(3) hash (want $id$salt$hash, or 13 DES characters)")
     return hashed
 
@@ -172,23 +173,37 @@ def lookup_user(store, address: str):
 
 
 def domain_users(store, domain: str):
-    """(users, real domain) for vuserinfo -D."""
+    """(users, real domain) for vuserinfo -D: the users as the store streams them (an iterator,
+    never the whole domain in memory: issue 11 item 2); an unknown domain fails here, before any."""
     domain = domain.lower()
     if store.find_domain(domain) is None:
         raise DomainNotFound()
     real = store.real_entry(domain).real
-    return list(store.list_users(real)), real
+    return store.list_users(real), real
 
 
-def user_info_lines(store, address: str | None, domain: str | None, selectors: str) -> list[str]:
+def with_mask(store, users, real: str):
+    """(user, the domain's limit bits) for each user; the bits read once, after the listing has
+    started (a remote backend asks list_users first, then the limits, as before streaming)."""
+    mask, first = None, True
+    for u in users:
+        if first:
+            mask, first = store.domain_mask(real), False
+        yield u, mask
+
+
+def user_info_lines(store, address: str | None, domain: str | None, selectors: str):
+    """vuserinfo's lines; for a domain a generator, one user's block at a time, with the domain's
+    limit bits read once (print_lines writes it as it comes)."""
     if domain is not None:
         users, real = domain_users(store, domain)
-        mask = store.domain_mask(real)
-        lines: list[str] = []
-        for u in users:
-            lines.append(SEPARATOR)
-            lines.extend(vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask))
-        return lines
+
+        def blocks():
+            for u, mask in with_mask(store, users, real):
+                yield SEPARATOR
+                yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask)
+
+        return blocks()
     u, real = lookup_user(store, address)
     return vuserinfo_lines(store, u, real, selectors)
 
@@ -244,7 +259,7 @@ def set_quota(store, target: str, quota: str) -> None:
 # --- domains -------------------------------------------------------------------
 
 
-@dataclass
+@record
 class DomainOptions:
     quota: str | None = None
     catchall: str | None = None
@@ -330,7 +345,7 @@ def domain_infos(store, domain: str | None):
         if store.find_domain(domain) is None:
             raise ClassicError("Invalid domain name", 245, prefix="")
         info = store.domain_info(domain)
-        return [replace(info, entry=store.real_entry(domain))]
+        return [info.replace(entry=store.real_entry(domain))]
     out = []
     counters: dict[str, int] = {}
     entries = store.list_domains()
@@ -455,6 +470,8 @@ def _local_store(store, what: str):
 def catchall_show(store, domain: str) -> list[str]:
     """Where mail to unknown users of a domain goes: the target of its .qmail-default's vdelivermail
     line (an address, a mailbox path, delete or bounce-no-mailbox), else the file's lines."""
+    import re
+
     from ..store.fsutil import read_bytes
 
     entry = _local_store(store, "catchall").real_entry(domain.lower())

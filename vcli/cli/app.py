@@ -123,10 +123,15 @@ def _csv_cell(value):
     return value
 
 
-def _emit_rows(rows: list[dict], fmt: Format, columns: list[str]) -> None:
-    """Listings and info in the requested machine format."""
+def _emit_rows(rows, fmt: Format, columns: list[str]) -> None:
+    """Listings and info in the requested machine format.  `rows` may be a generator: JSON and CSV
+    write one row at a time (the same bytes as json.dumps of the whole list); a table needs all."""
     if fmt is Format.json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        out, first = sys.stdout, True
+        for r in rows:
+            out.write(("[\n" if first else ",\n") + "  " + json.dumps(r, indent=2).replace("\n", "\n  "))
+            first = False
+        out.write("[]\n" if first else "\n]\n")
     elif fmt is Format.csv:
         import csv
 
@@ -330,13 +335,24 @@ def vuserinfo(
             from .progress import Progress
 
             users, real = A.domain_users(store, domain)
-            bar = Progress(f"reading {real}", len(users),
-                           enabled=sys.stderr.isatty() and not sys.stdout.isatty() and not _global.get("quiet"))
-            rows = []
-            for i, u in enumerate(users, 1):
-                rows.append(user_json(store, u, real))
-                bar(i)
-            bar.done()
+            enabled = sys.stderr.isatty() and not sys.stdout.isatty() and not _global.get("quiet")
+            bar = Progress(f"reading {real}", store.user_counter(store.real_entry(real)) if enabled else None,
+                           enabled=enabled)
+            with_usage = fmt is Format.json  # CSV has no usage column: no maildirsize read
+            memo: dict[int, list[str]] = {}
+
+            def names(bits: int) -> list[str]:
+                if bits not in memo:
+                    memo[bits] = F.names_of(bits)
+                return list(memo[bits])
+
+            def stream():  # one user at a time (issue 11 item 2): never the whole domain in memory
+                for i, (u, mask) in enumerate(A.with_mask(store, users, real), 1):
+                    yield user_json(store, u, real, with_usage, mask=mask, names=names)
+                    bar(i)
+                bar.done()
+
+            rows = stream()
         else:
             u, real = A.lookup_user(store, address)
             rows = [user_json(store, u, real)]

@@ -7,7 +7,6 @@ Kept free of typer and rich so the classic entry points start fast.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Callable
 
@@ -57,19 +56,26 @@ def emit_now(lines: list[str]) -> None:
                            f"({exc.strerror or exc}); nothing changed") from None
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(0x20), *range(0x7f, 0xa0))}  # str.translate table, not re
 
 
 def printable(text: str) -> str:
     """Control characters (terminal escapes, CR, tab...) as \\xNN, so a stored comment cannot
     drive the terminal or forge lines in plain and table output (JSON escapes them itself)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
+    return text if text.isprintable() else text.translate(_CONTROL)  # the common case untouched, fast
 
 
-def print_lines(lines: list[str]) -> None:
-    """The output lines of a command, control characters escaped; nothing at all for none."""
-    if lines:
-        sys.stdout.write("".join(printable(x) + "\n" for x in lines))
+def print_lines(lines) -> None:
+    """The output lines of a command, control characters escaped; nothing at all for none.
+    `lines` may be a generator (a domain listing): written in chunks as it comes, never held."""
+    chunk: list[str] = []
+    for x in lines:
+        chunk.append(printable(x) + "\n")
+        if len(chunk) >= 512:
+            sys.stdout.write("".join(chunk))
+            chunk.clear()
+    if chunk:
+        sys.stdout.write("".join(chunk))
 
 
 def warn(msg: str) -> None:

@@ -103,9 +103,11 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
     return out
 
 
-def user_json(store, user, domain: str, with_usage: bool = True) -> dict:
-    """The documented JSON shape of a user (README "JSON output")."""
-    eff = store.effective_flags(user, domain)
+def user_json(store, user, domain: str, with_usage: bool = True, mask: int | None = None,
+              names=F.names_of) -> dict:
+    """The documented JSON shape of a user (README "JSON output").  A listing passes the domain's
+    limit bits once (`mask`) and a memoized `names`; usage reads maildirsize only if asked."""
+    eff = store.effective_flags(user, domain, mask)
     auth = store.lastauth(user)
     d = {
         "address": f"{user.name}@{domain}",
@@ -116,8 +118,8 @@ def user_json(store, user, domain: str, with_usage: bool = True) -> dict:
         "uid": user.uid,
         "gid": user.gid,
         "flags": eff,
-        "flag_names": F.names_of(eff),
-        "domain_flags": F.names_of(eff & ~user.gid),
+        "flag_names": names(eff),
+        "domain_flags": names(eff & ~user.gid),
         "gecos": user.gecos,
         "dir": user.dir,
         "quota": user.quota,

@@ -8,20 +8,20 @@ can take turns on the same domain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from ..record import factory, record
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-@dataclass
+@record
 class DirControl:
     cur_users: int = 0
     level_cur: int = 0
     level_max: int = 3
-    start: list[int] = field(default_factory=lambda: [0, 0, 0])
-    end: list[int] = field(default_factory=lambda: [61, 61, 61])
-    mod: list[int] = field(default_factory=lambda: [0, 2, 4])
-    index: list[int] = field(default_factory=lambda: [0, 0, 0])
+    start: list[int] = factory(lambda: [0, 0, 0])
+    end: list[int] = factory(lambda: [61, 61, 61])
+    mod: list[int] = factory(lambda: [0, 2, 4])
+    index: list[int] = factory(lambda: [0, 0, 0])
     the_dir: str = ""
 
     @classmethod

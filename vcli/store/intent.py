@@ -15,7 +15,6 @@ ignores it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -64,6 +63,8 @@ def begin(ddir: str, op: str, owner: Owner = NOBODY, *, add: dict[str, str] | No
         "maildirsize": maildirsize or [],
         "lines": {u: line.decode("utf-8", "surrogateescape") for u, line in (lines or {}).items()},
     }
+    import json  # only when a write records its intent: lookups start without it (issue 11 item 4)
+
     atomic_write(path(ddir), json.dumps(record, separators=(",", ":")).encode(), 0o600, owner,
                  tmp_name=f"{NAME}.tmp")
     return True
@@ -75,6 +76,8 @@ def load(ddir: str) -> dict | None:
             data = f.read()
     except FileNotFoundError:
         return None
+    import json
+
     try:
         record = json.loads(data)
         if not isinstance(record, dict) or record.get("v") != 1:

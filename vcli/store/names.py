@@ -7,7 +7,6 @@ callers only.
 from __future__ import annotations
 
 import os
-import re
 
 from ..model import (  # noqa: F401 - re-exported for old callers
     MAX_ADDRESS,
@@ -20,11 +19,13 @@ from ..model import (  # noqa: F401 - re-exported for old callers
     split_address,
 )
 
+_ENV_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_.@-")
+
 
 def default_domain(vpopmail_dir: str | os.PathLike | None) -> str:
     env = os.environ.get("VPOPMAIL_DOMAIN")
     if env:
-        return re.sub(r"[^A-Za-z0-9_.@-]", "_", env).lower()
+        return "".join(c if c in _ENV_CHARS else "_" for c in env).lower()
     if vpopmail_dir:
         try:
             with open(os.path.join(vpopmail_dir, "etc", "defaultdomain"), encoding="ascii") as f:

@@ -5,7 +5,6 @@ virtualdomains and locals (spec/store.md §5).
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 
 from ..errors import StoreIOError
@@ -170,6 +169,8 @@ class QmailFiles:
                 continue
             if os.path.basename(argv0) == b"qmail-send":  # not `less qmail-send.log`: SIGHUP would kill it
                 try:
+                    import signal  # here: `signal` imports enum (issue 11 item 4)
+
                     os.kill(int(pid), signal.SIGHUP)
                 except OSError:
                     pass

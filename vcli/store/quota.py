@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 
 from ..errors import TooLong
+from ..model import _atoi as _strtoll  # C strtoll's prefix rule, without re
 
 MAX_QUOTA = 20
-_INT_RE = re.compile(r"\s*([+-]?\d+)")
-
-
-def _strtoll(text: str) -> int:
-    m = _INT_RE.match(text)
-    return int(m.group(1)) if m else 0
 
 
 def normalize(quota: str) -> str:
@@ -63,9 +57,14 @@ def limits_of(quota: str) -> tuple[int, int]:
 
 
 def _message_size(folder: str, name: str) -> int:
-    m = re.search(r",S=(\d+)", name)
-    if m:
-        return int(m.group(1))
+    at = name.find(",S=")
+    while at >= 0:  # the first ",S=<digits>" (str methods: re costs start-up time)
+        end = at + 3
+        while end < len(name) and name[end].isdecimal():
+            end += 1
+        if end > at + 3:
+            return int(name[at + 3:end])
+        at = name.find(",S=", at + 1)
     try:
         return os.lstat(os.path.join(folder, name)).st_size
     except OSError:

@@ -44,13 +44,17 @@ Store will call them when the flag is set, instead of the file code.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Protocol
 
 from ...errors import AuthModuleUnavailable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Protocol
+
     from ...model import AssignEntry, NewUser, VUser
     from ..dircontrol import DirControl
+else:
+    Protocol = object  # `typing` imports re: the lookup commands start without it (issue 11 item 4)
 
 MODULES = ("cdb", "mysql", "pgsql")
 

@@ -1,0 +1,103 @@
+"""Issue 11 item 2: domain listings stream.
+
+`vuserinfo -D DOMAIN` (classic) and `vcli vuserinfo -D DOMAIN -o json|csv` write one user at a
+time: their peak memory must not grow with the domain (measured as the child's peak RSS at 2,000
+and at 20,000 users), and the work that is the same for every user is done once.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from storeenv import make_env, tool
+from typer.testing import CliRunner
+
+from vcli.config import load_settings
+from vcli.store.passwords import hash_password
+from vcli.store.store import NewUser, Store
+
+SMALL, BIG = 2_000, 20_000
+MB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """small.test (2,000 users) and big.test (20,000), made through the bulk path, pre-hashed."""
+    env = make_env(tmp_path_factory.mktemp("stream"))
+    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
+    hashed = hash_password("Stream-pw1")
+    for domain, n in (("small.test", SMALL), ("big.test", BIG)):
+        st.add_domain(domain, "Pm-pass1x")
+        st.add_users(domain, [NewUser(f"u{i:05d}", hashed=hashed, gecos=f"User {i}") for i in range(n)])
+    return env
+
+
+# Linux carries a parent's resident size into a forked child's ru_maxrss (and across exec), so
+# the test process (big after making the store) cannot measure its child directly: a fresh,
+# small interpreter starts the command and reports the command's own peak.
+LAUNCH = """
+import os, subprocess, sys
+p = subprocess.Popen(sys.argv[1:])
+_, status, usage = os.wait4(p.pid, 0)
+sys.stderr.write(f"PEAK {usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def _peak(env: dict, argv: list[str], out_path) -> int:
+    """Peak RSS in bytes of the command, its stdout into out_path."""
+    with open(out_path, "wb") as out:
+        r = subprocess.run([sys.executable, "-c", LAUNCH, tool(argv[0]), *argv[1:]], env=env, stdout=out,
+                           stderr=subprocess.PIPE, text=True)
+    assert r.returncode == 0, r.stderr
+    peak = [line for line in r.stderr.splitlines() if line.startswith("PEAK ")]
+    assert len(peak) == 1, r.stderr
+    return int(peak[0].split()[1]) * 1024  # kilobytes on Linux
+
+
+@pytest.mark.parametrize("argv,count", [
+    (["vuserinfo", "-D"], lambda text: sum(line.startswith("name:   ") for line in text.splitlines())),
+    (["vcli", "vuserinfo", "-o", "json", "-D"], lambda text: len(json.loads(text))),
+    (["vcli", "vuserinfo", "-o", "csv", "-D"], lambda text: len(list(csv.DictReader(io.StringIO(text))))),
+], ids=["classic", "json", "csv"])
+def test_i11_02_listing_memory_does_not_grow_with_the_domain(env, tmp_path, argv, count):
+    """Peak RSS at 20,000 users <= 1.5x the peak at 2,000 + 8 MB (before: 70 / 130 / 49 MB at 20k
+    against 20 / 29 / 21 MB at 2k); the listing is complete and well formed."""
+    small = _peak(env, [*argv, "small.test"], tmp_path / "small")
+    big = _peak(env, [*argv, "big.test"], tmp_path / "big")
+    assert count((tmp_path / "small").read_text()) == SMALL + 1  # and postmaster
+    assert count((tmp_path / "big").read_text()) == BIG + 1
+    assert big <= 1.5 * small + 8 * MB, f"peak RSS {small / MB:.1f} MB at {SMALL} users, {big / MB:.1f} MB at {BIG}"
+
+
+def test_i11_02_per_domain_work_done_once_and_usage_only_when_shown(env, monkeypatch):
+    """A listing reads the domain's limits once, not per user; CSV (no usage column) reads no
+    maildirsize; JSON (which shows usage) reads it per user."""
+    from vcli.cli.app import app
+
+    calls = {"limits": 0, "usage": 0}
+    real_limits, real_usage = Store.limits, Store.user_usage
+
+    def limits(self, domain):
+        calls["limits"] += 1
+        return real_limits(self, domain)
+
+    def user_usage(self, user):
+        calls["usage"] += 1
+        return real_usage(self, user)
+
+    monkeypatch.setattr(Store, "limits", limits)
+    monkeypatch.setattr(Store, "user_usage", user_usage)
+    for key in ("VPOPMAIL_DIR", "QMAIL_DIR"):
+        monkeypatch.setenv(key, env[key])
+    runner = CliRunner()
+    for fmt, usage_reads in (("csv", 0), ("json", SMALL + 1), ("plain", 0)):
+        calls.update(limits=0, usage=0)
+        r = runner.invoke(app, ["vuserinfo", "-D", "small.test", "-o", fmt])
+        assert r.exit_code == 0, r.output
+        assert calls == {"limits": 1, "usage": usage_reads}, fmt
