@@ -40,11 +40,9 @@ class BackendCommon:
                   enforce_no_passwd_chng: bool = False) -> list:
         """mod_user of every user of the domain (or of `users`), one at a time; the local Store
         does it in one commit instead (vcli/store/store.py)."""
-        from dataclasses import replace
-
         wanted = None if users is None else {u.lower() for u in users}
         names = [u.name for u in self.list_users(domain) if wanted is None or u.name in wanted]
-        return [self.mod_user(n, domain, replace(ch), rebuild_cdb=rebuild_cdb,
+        return [self.mod_user(n, domain, ch.replace(), rebuild_cdb=rebuild_cdb,
                               enforce_no_passwd_chng=enforce_no_passwd_chng) for n in names]
 
     def set_quota(self, user: str, domain: str, quota_text: str):
