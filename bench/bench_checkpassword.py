@@ -21,15 +21,12 @@ import sys
 import tempfile
 import time
 
+from benchlib import empty_store, tool
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, os.path.join(HERE, ".."))
 LOGIN, PASSWORD = "bench@bench.test", "Bench-pw1"
-
-
-def tool(name: str) -> str:
-    p = os.path.join(BIN, name)
-    return p if os.path.exists(p) else (shutil.which(name) or name)
 
 
 def make_store(root: str, users: int) -> dict:
@@ -37,13 +34,7 @@ def make_store(root: str, users: int) -> dict:
     from vcli.store.passwords import hash_password
     from vcli.store.store import NewUser, Store
 
-    vp, qm = os.path.join(root, "vpopmail"), os.path.join(root, "qmail")
-    os.makedirs(os.path.join(vp, "etc"))
-    os.makedirs(os.path.join(qm, "users"))
-    for name in ("vlimits.default", "password_strength.conf"):
-        shutil.copy(os.path.join(HERE, "..", "vcli", "data", name), os.path.join(vp, "etc", name))
-    with open(os.path.join(qm, "users", "assign"), "w") as f:
-        f.write(".\n")
+    vp, qm = empty_store(root)
     ids = {} if os.geteuid() == 0 else {"vpopmail_uid": os.getuid(), "vpopmail_gid": os.getgid()}
     st = Store(load_settings({"vpopmail_dir": vp, "qmail_dir": qm, **ids}))
     st.add_domain("bench.test", "Pm-pass1")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -22,14 +21,11 @@ import tempfile
 import threading
 import time
 
+from benchlib import empty_store, tool
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 sys.path.insert(0, os.path.join(HERE, ".."))
-
-
-def tool(name: str) -> str:
-    p = os.path.join(BIN, name)
-    return p if os.path.exists(p) else (shutil.which(name) or name)
 
 
 def make_store(root: str, users: int) -> dict:
@@ -38,13 +34,7 @@ def make_store(root: str, users: int) -> dict:
     from vcli.store.passwords import hash_password
     from vcli.store.store import NewUser, Store, UserChanges
 
-    vp, qm = os.path.join(root, "vpopmail"), os.path.join(root, "qmail")
-    os.makedirs(os.path.join(vp, "etc"))
-    os.makedirs(os.path.join(qm, "users"))
-    for name in ("vlimits.default", "password_strength.conf"):
-        shutil.copy(os.path.join(HERE, "..", "vcli", "data", name), os.path.join(vp, "etc", name))
-    with open(os.path.join(qm, "users", "assign"), "w") as f:
-        f.write(".\n")
+    vp, qm = empty_store(root)
     st = Store(load_settings({"vpopmail_dir": vp, "qmail_dir": qm}))
     st.add_domain("admin.test", "Admin-pm1")
     st.add_user("admin.test", NewUser("sysadmin", "SysPass1"))

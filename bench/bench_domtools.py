@@ -21,24 +21,16 @@ import sys
 import tempfile
 import time
 
+from benchlib import empty_store, tool
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 DOMAIN = "big.test"
 HASH = "$6$saltsalt$" + "h" * 86
 
 
-def tool(name: str) -> str:
-    path = os.path.join(BIN, name)
-    return path if os.path.exists(path) else (shutil.which(name) or name)
-
-
 def make_store(root: str) -> dict:
-    vp, qm = os.path.join(root, "vpopmail"), os.path.join(root, "qmail")
-    os.makedirs(os.path.join(vp, "etc"))
-    os.makedirs(os.path.join(qm, "users"))
-    shutil.copy(os.path.join(HERE, "..", "vcli", "data", "vlimits.default"), os.path.join(vp, "etc"))
-    with open(os.path.join(qm, "users", "assign"), "w") as f:
-        f.write(".\n")
+    vp, qm = empty_store(root, ("vlimits.default",))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VCLI_")}
     env.update(VPOPMAIL_DIR=vp, QMAIL_DIR=qm, VCLI_CONFIG=os.devnull)
     return env

@@ -13,30 +13,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchlib import empty_store, tool
+
 BIN = os.path.dirname(sys.executable)
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def tool(name: str) -> str:
-    p = os.path.join(BIN, name)
-    return p if os.path.exists(p) else (shutil.which(name) or name)
-
-
 def make_store(root: str) -> dict:
-    vp, qm = os.path.join(root, "vpopmail"), os.path.join(root, "qmail")
-    os.makedirs(os.path.join(vp, "etc"))
-    os.makedirs(os.path.join(qm, "users"))
-    for name in ("vlimits.default", "password_strength.conf"):
-        shutil.copy(os.path.join(HERE, "..", "vcli", "data", name), os.path.join(vp, "etc", name))
-    with open(os.path.join(qm, "users", "assign"), "w") as f:
-        f.write(".\n")
+    vp, qm = empty_store(root)
     env = dict(os.environ, VPOPMAIL_DIR=vp, QMAIL_DIR=qm)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure with .pyc files, as an installed site runs
     for var in ("VCLI_CONFIG", "VCLI_REMOTE", "VCLI_PROFILE", "VPOPMAIL_DOMAIN"):

@@ -21,31 +21,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
+from benchlib import empty_store, tool
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.dirname(sys.executable)
 
 
-def tool(name: str) -> str:
-    path = os.path.join(BIN, name)
-    return path if os.path.exists(path) else (shutil.which(name) or name)
-
-
 def make_store(root: str) -> dict:
-    vp, qm = os.path.join(root, "vpopmail"), os.path.join(root, "qmail")
-    os.makedirs(os.path.join(vp, "etc"))
-    os.makedirs(os.path.join(qm, "users"))
-    data = os.path.join(HERE, "..", "vcli", "data")
-    for name in ("vlimits.default", "password_strength.conf"):
-        shutil.copy(os.path.join(data, name), os.path.join(vp, "etc", name))
-    with open(os.path.join(qm, "users", "assign"), "w") as f:
-        f.write(".\n")
+    vp, qm = empty_store(root)
     env = dict(os.environ, VPOPMAIL_DIR=vp, QMAIL_DIR=qm)
     env.pop("VCLI_CONFIG", None)
     return env
