@@ -25,6 +25,9 @@ hypothesis_settings.load_profile("vcli")
 # vpopmail user, a venv under a 0700 directory of root's and root itself
 collect_ignore = [] if os.environ.get("VCLI_TEST_SITE") == "1" else ["site"]
 
+# private MariaDB / PostgreSQL servers for the SQL tests (`mariadb`, `postgres` fixtures)
+pytest_plugins = ("sqlservers",)
+
 
 @pytest.fixture()
 def base(tmp_path):
