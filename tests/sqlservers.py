@@ -137,20 +137,21 @@ class MariaDB:
         return self
 
     def _admin_conn(self, password: str | None = None, database: str | None = None):
-        import pymysql
+        import MySQLdb
 
-        return pymysql.connect(unix_socket=self.socket, user="root",
+        kw = {"database": database} if database else {}  # MySQLdb takes no None for a str argument
+        return MySQLdb.connect(unix_socket=self.socket, user="root",
                                password=self.root_password if password is None else password,
-                               database=database, autocommit=True, connect_timeout=2, charset="utf8mb4")
+                               autocommit=True, connect_timeout=2, charset="utf8mb4", **kw)
 
     def admin(self, database: str | None = None):
         """A root connection (autocommit) over the socket."""
         return self._admin_conn(database=database)
 
     def connect(self, database: str, user: str, password: str):
-        import pymysql
+        import MySQLdb
 
-        return pymysql.connect(host="127.0.0.1", port=self.port, user=user, password=password,
+        return MySQLdb.connect(host="127.0.0.1", port=self.port, user=user, password=password,
                                database=database, autocommit=True, charset="utf8mb4")
 
     def new_database(self, prefix: str = "vp", create: bool = True) -> Database:
