@@ -7,6 +7,9 @@ a machine without them fails the SQL tests loudly (`.ci/run` installs both packa
 
 Each test gets a database of its own with a user of its own (`new_database`), so tests never see
 each other's rows.  `db_line()` gives the vpopmail.mysql/pgsql line that reaches it.
+
+`mariadb_replicated` is a primary + replica pair with real GTID replication (a scaled-out site's
+read and update servers): its databases are made on the primary and replicate.
 """
 
 from __future__ import annotations
@@ -280,6 +283,111 @@ class Postgres:
         self.proc = None
 
 
+class ReplicatedMariaDB:
+    """A primary and a replica MariaDB on loopback ports with real replication, as a scaled-out
+    vpopmail site runs them: binary log + GTID on the primary, the replica following it with
+    `MASTER_USE_GTID=slave_pos` and read_only (so a write that reached it by mistake fails).
+
+    Databases and users are made on the primary and reach the replica through replication;
+    `sync()` waits (bounded) until the replica has applied everything the primary logged."""
+
+    kind = "mysql"
+
+    def __init__(self, base: str):
+        self.primary = MariaDB(base, "primary", ["--server-id=1", "--log-bin=binlog", "--binlog-format=ROW"])
+        self.replica = MariaDB(base, "replica", ["--server-id=2", "--read-only=1", "--relay-log=relay"])
+        self.repl_password = secrets.token_hex(8)
+
+    def start(self) -> ReplicatedMariaDB:
+        self.primary.start()
+        self.replica.start()
+        conn = self.primary.admin()
+        with conn.cursor() as cur:
+            cur.execute("CREATE USER 'repl'@'127.0.0.1' IDENTIFIED BY %s", (self.repl_password,))
+            cur.execute("GRANT REPLICATION SLAVE ON *.* TO 'repl'@'127.0.0.1'")
+            cur.execute("SELECT @@gtid_binlog_pos")
+            (pos,) = cur.fetchone()
+        conn.close()
+        # the replica starts from here: the primary's own set-up (its root password) is not replayed
+        conn = self.replica.admin()
+        with conn.cursor() as cur:
+            cur.execute("SET GLOBAL gtid_slave_pos = %s", (pos,))
+            cur.execute("CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=%s, MASTER_USER='repl', "
+                        "MASTER_PASSWORD=%s, MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                        (self.primary.port, self.repl_password))
+            cur.execute("START SLAVE")
+        conn.close()
+        self.sync()
+        return self
+
+    def slave_status(self) -> dict:
+        import MySQLdb.cursors
+
+        conn = self.replica.admin()
+        try:
+            cur = conn.cursor(MySQLdb.cursors.DictCursor)
+            cur.execute("SHOW SLAVE STATUS")
+            return cur.fetchone() or {}
+        finally:
+            conn.close()
+
+    def sync(self, timeout: float = 20.0) -> None:
+        """Wait until the replica has applied the primary's whole binary log (MASTER_GTID_WAIT:
+        bounded, no sleep loop); a stopped or broken replica fails with its own error."""
+        conn = self.primary.admin()
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@gtid_binlog_pos")
+            (pos,) = cur.fetchone()
+        conn.close()
+        conn = self.replica.admin()
+        with conn.cursor() as cur:
+            cur.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (pos, timeout))
+            (done,) = cur.fetchone()
+        conn.close()
+        if done != 0:
+            st = self.slave_status()
+            raise RuntimeError(f"replica did not reach {pos} in {timeout:.0f} s: IO {st.get('Slave_IO_Running')} "
+                               f"SQL {st.get('Slave_SQL_Running')} {st.get('Last_IO_Error')} {st.get('Last_SQL_Error')}")
+
+    def pause(self) -> None:
+        """STOP SLAVE: the replica keeps serving reads but stops applying the primary's changes."""
+        conn = self.replica.admin()
+        conn.cursor().execute("STOP SLAVE")
+        conn.close()
+
+    def resume(self) -> None:
+        conn = self.replica.admin()
+        conn.cursor().execute("START SLAVE")
+        conn.close()
+        self.sync()
+
+    def new_database(self, prefix: str = "vr") -> ReplicatedDatabase:
+        """A database and its user made on the primary, present on the replica on return."""
+        db = self.primary.new_database(prefix)
+        self.sync()
+        return ReplicatedDatabase(db, self)
+
+    def stop(self) -> None:
+        self.replica.stop()
+        self.primary.stop()
+
+
+class ReplicatedDatabase(Database):
+    """The primary's Database (query/connect go there), with `replica` the same database as the
+    replica serves it, and `db_lines()` the two-line vpopmail.mysql of a replicated site."""
+
+    def __init__(self, db: Database, pair: ReplicatedMariaDB):
+        super().__init__("mysql", db.host, db.port, db.user, db.password, db.database, pair.primary)
+        self.pair = pair
+        self.replica = Database("mysql", db.host, pair.replica.port, db.user, db.password, db.database,
+                                pair.replica)
+
+    def db_lines(self) -> str:
+        """Line 1 = the read server (the replica), line 2 = the update server (the primary), as
+        spec/sql.md §2.1/§2.3 have it."""
+        return self.replica.db_line() + self.db_line()
+
+
 def _me() -> str:
     import pwd
 
@@ -296,7 +404,7 @@ class Servers:
 
     def get(self, kind: str):
         if kind not in self._started:
-            server = MariaDB(self.base) if kind == "mysql" else Postgres(self.base)
+            server = {"mysql": MariaDB, "pgsql": Postgres, "mysql-replicated": ReplicatedMariaDB}[kind](self.base)
             try:
                 server.start()
             except Exception as exc:
@@ -326,3 +434,9 @@ def mariadb(sql_servers) -> MariaDB:
 @pytest.fixture(scope="session")
 def postgres(sql_servers) -> Postgres:
     return sql_servers.get("pgsql")
+
+
+@pytest.fixture(scope="session")
+def mariadb_replicated(sql_servers) -> ReplicatedMariaDB:
+    """A primary + replica pair (started on first use, like the others)."""
+    return sql_servers.get("mysql-replicated")
