@@ -4,7 +4,9 @@ PostgreSQL site (tests/sqlenv.py: the site files a real install has, a database 
 private servers of tests/sqlservers.py), run locally and through a real `vcli vpopmaild` process
 serving that site over a socket.  Ids read `<module>-<side>`, e.g. `mysql-remote`.
 
-Only what a module may legitimately differ in is masked: password hashes (salted) and times.
+Only what a module may legitimately differ in is masked: password hashes (salted) and times; and
+the uid field, which vpopmail itself writes as 1 in a vpasswd line but 0 into an SQL row (sql.md
+§5 pw_uid), while over the wire it is always 1 (vpopmaild's user_info does not carry it).
 Each test also looks at the module's own storage (vpasswd lines, or the `vpopmail` table) so a
 row that passes on "mysql" really lives in MySQL.  The cdb file formats stay in the cdb-only
 tests (test_store_*.py, test_formats.py)."""
@@ -27,7 +29,7 @@ from storeenv import run
 from vcli.config import load_settings
 
 # the modules the matrix runs on: each one a site as its build lays it out
-MODULES = ("cdb",)
+MODULES = ("cdb", "mysql")
 SIDES = ("local", "remote")
 SERVER_FIXTURE = {"mysql": "mariadb", "pgsql": "postgres"}
 
@@ -40,6 +42,8 @@ class Site:
     def __init__(self, module: str, side: str, env: dict, db=None):
         self.module, self.side, self.env, self.db = module, side, env, db
         self.vp = env["VPOPMAIL_DIR"]
+        # vuserinfo's uid: line (see the module docstring)
+        self.uid_field = "0" if module != "cdb" and side == "local" else "1"
 
     def stored(self, domain: str) -> list[tuple[str, str]]:
         """(name, quota) of every user record of `domain`, read from the module's own storage."""
@@ -53,7 +57,15 @@ class Site:
         return sorted(self.db.query("SELECT pw_name, pw_shell FROM vpopmail WHERE pw_domain = %s", (domain,)))
 
 
-@pytest.fixture(params=[f"{m}-{s}" for m in MODULES for s in SIDES])
+def rows(known: dict[str, str] | None = None) -> list:
+    """The matrix ids; `known` maps a module to a failure of it found here and not fixed yet: its
+    rows are strict xfails (they fail the run the day they pass, so the mark comes off)."""
+    known = known or {}
+    return [pytest.param(f"{m}-{s}", marks=pytest.mark.xfail(strict=True, reason=known[m])) if m in known
+            else f"{m}-{s}" for m in MODULES for s in SIDES]
+
+
+@pytest.fixture(params=rows())
 def site(request, tmp_path):
     """A fresh site of the row's module holding a system admin (sysadmin@admin.test, made with the
     installed commands); for `remote` the env points the commands at a daemon serving it."""
@@ -107,7 +119,8 @@ def test_i13_07_users_and_domains_same_on_every_backend(site):
     check(site, ["vadduser", "carol@example.test", "Carol-pw1"])
     check(site, ["vmoduser", "-p", "-s", "-w", "-d", "-q", "7000000", "bob@example.test"])
     r = check(site, ["vuserinfo", "bob@example.test"], out=(
-        "name:   bob\npasswd: {HASH}\nclear passwd: \ncomment/gecos: Bob Smith\nuid:    1\ngid:    2055\n"
+        "name:   bob\npasswd: {HASH}\nclear passwd: \ncomment/gecos: Bob Smith\n"
+        f"uid:    {site.uid_field}\ngid:    2055\n"
         "flags:  2055\ngecos: Bob Smith\nlimits:\n        password can not be changed by user\n"
         "        pop access closed\n        webmail access closed\n        smtp access is closed\n"
         f"dir:       {vp}/domains/example.test/bob\nquota:     7000000S\nusage:     0%\n"
@@ -173,7 +186,7 @@ def test_i13_07_json_same_on_every_backend(site):
     doc = json.loads(r.stdout)
     doc.pop("passwd")
     assert doc == {"address": "bob@example.test", "name": "bob", "domain": "example.test", "clear": None,
-                   "uid": "1", "gid": 0, "flags": 0, "flag_names": [], "domain_flags": [], "gecos": "bob",
+                   "uid": site.uid_field, "gid": 0, "flags": 0, "flag_names": [], "domain_flags": [], "gecos": "bob",
                    "dir": f"{site.vp}/domains/example.test/bob", "quota": "5242880S",
                    "created": doc["created"], "last_auth": None, "last_auth_ip": None,
                    "usage": {"bytes": 0, "messages": 0, "percent": 0}}
@@ -244,6 +257,9 @@ def test_i13_07_bulk_add_same_on_every_backend(site, tmp_path):
     assert json.loads(r.stdout)["users"] == 31
 
 
+@pytest.mark.parametrize("site", rows({"mysql": "vcli check reads vpasswd on an SQL site: "
+                                               "'.../domains/example.test/vpasswd: missing', exit 65"}),
+                         indirect=True)
 def test_i13_07_a_consistent_site_checks_clean_on_every_backend(site):
     """`vcli check` after a mix of changes finds nothing to repair, whichever module holds the users."""
     # check reads the store where it runs: on a remote row, beside the daemon (after its changes)
