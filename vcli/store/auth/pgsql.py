@@ -51,12 +51,6 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def munch_domain(domain: str) -> str:
-    """vpgsql.c's vauth_munch_domain: lower case, every '.' and '-' becomes '_' (the table of a
-    domain on a --disable-many-domains site)."""
-    return domain.lower().replace(".", "_").replace("-", "_")
-
-
 # --- DDL -----------------------------------------------------------------------------------------
 
 _USER_COLUMNS = ("pw_passwd varchar(128), pw_uid int4, pw_gid int4, pw_gecos varchar(64), "
@@ -103,16 +97,6 @@ def user_table_layout(many_domains: bool, clear_passwords: bool) -> str:
     return cols + (", PRIMARY KEY (pw_domain, pw_name)" if clear_passwords else ", PRIMARY KEY (pw_name, pw_domain)")
 
 
-def user_table_ddl(table: str, many_domains: bool, clear_passwords: bool) -> list[str]:
-    """The statements that make a user table (and, where the key does not lead with pw_domain,
-    the index a domain listing needs)."""
-    q = quote_ident(table)
-    out = [f"CREATE TABLE IF NOT EXISTS {q} ( {user_table_layout(many_domains, clear_passwords)} )"]
-    if many_domains and not clear_passwords:
-        out.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(table + '_pw_domain_idx')} ON {q} (pw_domain, pw_name)")
-    return out
-
-
 TABLES = {
     "dir_control": _DIR_CONTROL,
     "lastauth": _LASTAUTH,
@@ -121,37 +105,26 @@ TABLES = {
     "aliasdomains": _ALIASDOMAINS,
     "limits": _LIMITS,
 }
-_INDEXES = {"valias": ["CREATE INDEX IF NOT EXISTS valias_idx ON valias (alias, domain)"]}
-
-# the columns vpopmail's tools limit to fewer characters than the values they accept elsewhere:
-# a value over them is refused before the query (sql.md §8 item 4)
-WIDTHS = {("lastauth", "userid"): 32, ("lastauth", "remote_ip"): 39, ("valias", "alias"): 32,
-          ("valias", "valias_line"): 160, ("ip_alias_map", "ip_addr"): 39, ("aliasdomains", "alias"): 100,
-          ("aliasdomains", "domain"): 100}
-
-
-def table_ddl(name: str) -> list[str]:
-    """CREATE TABLE IF NOT EXISTS (+ its indexes) of one of the fixed-name tables."""
-    return [f"CREATE TABLE IF NOT EXISTS {quote_ident(name)} ( {TABLES[name]} )", *_INDEXES.get(name, [])]
-
 
 # --- statements that differ from MySQL ----------------------------------------------------------
 
 
-def upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...]) -> str:
-    """MySQL's REPLACE INTO as PostgreSQL says it (vpgsql.c: BEGIN; DELETE; INSERT; END)."""
+def upsert(table: str, columns, key, n: int = 1) -> str:
+    """MySQL's REPLACE INTO as PostgreSQL says it, for n rows (vpgsql.c: UPDATE then INSERT, or
+    BEGIN; DELETE; INSERT; END)."""
     cols = ", ".join(columns)
-    marks = ", ".join([PLACEHOLDER] * len(columns))
+    row = "(" + ", ".join([PLACEHOLDER] * len(columns)) + ")"
     rest = [c for c in columns if c not in key]
     action = ("DO UPDATE SET " + ", ".join(f"{c} = EXCLUDED.{c}" for c in rest)) if rest else "DO NOTHING"
-    return (f"INSERT INTO {quote_ident(table)} ( {cols} ) VALUES ( {marks} ) "
+    return (f"INSERT INTO {quote_ident(table)} ({cols}) VALUES {', '.join([row] * n)} "
             f"ON CONFLICT ({', '.join(key)}) {action}")
 
 
-def insert_ignore(table: str, columns: tuple[str, ...]) -> str:
+def insert_ignore(table: str, columns, n: int = 1) -> str:
     """MySQL's INSERT IGNORE (an existing row for the key stays as it is)."""
-    return (f"INSERT INTO {quote_ident(table)} ( {', '.join(columns)} ) "
-            f"VALUES ( {', '.join([PLACEHOLDER] * len(columns))} ) ON CONFLICT DO NOTHING")
+    row = "(" + ", ".join([PLACEHOLDER] * len(columns)) + ")"
+    return (f"INSERT INTO {quote_ident(table)} ({', '.join(columns)}) VALUES {', '.join([row] * n)} "
+            "ON CONFLICT DO NOTHING")
 
 
 # --- the connection ------------------------------------------------------------------------------
@@ -171,7 +144,7 @@ def connect_args(server, timeout: float = 5.0) -> dict:
     `port=0`); a port field naming a directory is the Unix-socket directory."""
     args = {"host": server.socket or server.host, "user": server.user, "dbname": server.database,
             "connect_timeout": max(1, int(round(timeout))), "client_encoding": "UTF8",
-            "application_name": "vcli"}
+            "application_name": "vcli", "autocommit": True}
     if server.port:
         args["port"] = server.port
     if server.password:
@@ -179,8 +152,10 @@ def connect_args(server, timeout: float = 5.0) -> dict:
     return args
 
 
-def connect(server, timeout: float = 5.0):
-    """A psycopg connection (not autocommit: each change is one transaction the caller commits)."""
+def connect(server, create_db: bool = False, timeout: float = 5.0):
+    """A psycopg connection in autocommit mode: a read is one statement, a change is the explicit
+    transaction `begin` opens (so a failed read never leaves an aborted transaction behind, and
+    an idle daemon holds no snapshot).  `create_db` is ignored: vpgsql.c never creates one."""
     import psycopg
 
     return psycopg.connect(**connect_args(server, timeout))
@@ -188,8 +163,9 @@ def connect(server, timeout: float = 5.0):
 
 # SQLSTATE classes (PostgreSQL appendix A) -> what the shared module does about them
 _KINDS = {
-    "08": "unavailable",  # connection exception
-    "57P01": "unavailable", "57P02": "unavailable", "57P03": "unavailable",  # shutdown, cannot connect now
+    "08": "down",  # connection exception
+    "57P01": "down", "57P02": "down", "57P03": "down",  # shutdown, cannot connect now
+    "53300": "down",  # too many connections
     "28": "denied",  # invalid authorization (28P01: bad password)
     "42501": "denied",  # insufficient privilege (one table refused)
     "3D000": "denied",  # no such database (vpopmail never creates a pgsql database)
@@ -199,18 +175,14 @@ _KINDS = {
     "22021": "bad_bytes", "22P05": "bad_bytes",  # not in the database's encoding
     "40001": "retry", "40P01": "retry",  # serialization failure, deadlock
 }
-
-
 _BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode")
 
 
 def error_kind(exc: BaseException) -> str | None:
-    """What a driver exception means: unavailable, denied, no_table, duplicate, too_long,
-    bad_bytes, retry; "error" for another server error; None if it is not a driver error."""
-    try:
-        import psycopg
-    except ImportError:  # pragma: no cover - the module is only used with the driver
-        return None
+    """What a driver exception means: down, denied, no_table, duplicate, too_long, bad_bytes,
+    retry; "error" for another server error; None if it is not a driver error."""
+    import psycopg
+
     if not isinstance(exc, psycopg.Error):
         return None
     state = getattr(exc, "sqlstate", None) or ""
@@ -222,14 +194,101 @@ def error_kind(exc: BaseException) -> str | None:
         text = str(exc)
         if "FATAL:" in text and not any(x in text for x in _BUSY):
             return "denied"
-        return "unavailable"  # refused, timed out, closed, starting up, too many connections
+        return "down"  # refused, timed out, closed, starting up, too many connections
     return _KINDS.get(state) or _KINDS.get(state[:2]) or "error"
 
 
 def error_text(exc: BaseException) -> str:
-    """The server's one-line message (libpq's first line for a connection failure)."""
+    """The server's one-line message; for a failed connect, libpq's reason without the
+    "connection to server at ..., port ... failed:" preamble (the caller names the server)."""
     diag = getattr(exc, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
     text = primary or str(exc)
     lines = [x.strip() for x in text.strip().splitlines() if x.strip()]
-    return lines[0] if lines else type(exc).__name__
+    line = lines[0] if lines else type(exc).__name__
+    if not primary and " failed: " in line:
+        line = line.rsplit(" failed: ", 1)[1]
+    for prefix in ("FATAL:", "ERROR:"):
+        if line.startswith(prefix):
+            line = line[len(prefix):].strip()
+    return line
+
+
+# --- the dialect object of vcli/store/auth/sql.py -------------------------------------------------
+
+
+class PgsqlDialect:
+    """What SqlAuth asks of a server kind, for PostgreSQL (see the module docstring)."""
+
+    name = NAME
+    label = LABEL
+    lastauth_user = "userid"  # vpgsql.h's column (vmysql.h: `user`)
+    has_aliasdomains = True  # not in vpgsql.c; kept when a site turns sql_aliasdomains on by hand
+    columns_query = ("SELECT column_name, character_maximum_length FROM information_schema.columns "
+                     "WHERE table_schema = current_schema() AND table_name = %s")
+
+    quote = staticmethod(quote_ident)
+    where = staticmethod(where)
+    upsert = staticmethod(upsert)
+    insert_ignore = staticmethod(insert_ignore)
+
+    @staticmethod
+    def connect(server, create_db: bool = False):
+        return connect(server, create_db)
+
+    @staticmethod
+    def errors() -> tuple[type[BaseException], ...]:
+        import psycopg
+
+        return (psycopg.Error,)
+
+    @staticmethod
+    def classify(exc: BaseException) -> tuple[str, str]:
+        return error_kind(exc) or "error", error_text(exc)
+
+    @staticmethod
+    def alive(conn) -> bool:
+        try:
+            conn.execute("SELECT 1")
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "reopen it"
+            return False
+
+    @staticmethod
+    def begin(cur) -> None:
+        """The connection is autocommit: a change opens its transaction explicitly."""
+        cur.execute("BEGIN")
+
+    @staticmethod
+    def ddl(kind: str, settings) -> str:
+        """The column layout of a table ("users": the user table of the site's build)."""
+        if kind == "users":
+            return user_table_layout(settings.many_domains, settings.clear_passwords)
+        return TABLES[kind]
+
+    @staticmethod
+    def create_table(quoted: str, layout: str) -> str:
+        """CREATE TABLE IF NOT EXISTS, with the indexes that layout needs (one call, no
+        parameters: psycopg sends it as one simple query)."""
+        out = [f"CREATE TABLE IF NOT EXISTS {quoted} ( {layout} )"]
+        raw = quoted[1:-1].replace('""', '"')
+        if layout == user_table_layout(True, False):
+            out.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "
+                       f"ON {quoted} (pw_domain, pw_name)")
+        elif layout == _VALIAS:
+            out.append(f"CREATE INDEX IF NOT EXISTS valias_idx ON {quoted} (alias, domain)")
+        return "; ".join(out)
+
+    @staticmethod
+    def stream_cursor(conn):
+        """A server-side cursor (DECLARE ... FETCH): it needs a transaction of its own."""
+        conn.execute("BEGIN")
+        return conn.cursor(name="vcli_getall")
+
+    @staticmethod
+    def end_stream(conn, cur) -> None:
+        cur.close()
+        conn.execute("COMMIT")
+
+
+dialect = PgsqlDialect()
