@@ -265,6 +265,26 @@ class CdbAuth:
             atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
         return vp + ".cdb"
 
+    def import_records(self, entry: AssignEntry, records: list[VUser], dir_control: DirControl | None) -> int:
+        """vconvert into cdb: the records merged into vpasswd as they are (their homes exist), the
+        cdb rebuilt and `.dir-control` set, in one commit; a name already there -> UserExists."""
+        if not records:
+            return 0
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)
+            have = {line_name(x) for x in lines}
+            new_lines = [vu.to_line(self.s.clear_passwords) for vu in records]
+            names = [line_name(x) for x in new_lines]
+            if have & set(names) or len(set(names)) != len(names):
+                raise UserExists()
+            files = {}
+            if dir_control is not None:
+                files[os.path.join(entry.dir, ".dir-control")] = (0o600, dir_control.dump())
+            # one written line is enough for a replay to tell whether the commit happened
+            self._commit(entry, "vconvert", _merge_sorted(lines, new_lines), 0o600, files=files,
+                         changed={records[0].name: new_lines[0]})
+        return len(records)
+
     # --- cdb internals (vcli check uses domain_lock, replay and replay_outcome) -------------------
 
     def domain_lock(self, entry: AssignEntry):
