@@ -30,6 +30,8 @@ psycopg is imported on the first connection only: a cdb site never loads it.
 
 from __future__ import annotations
 
+from .sql import SqlAuth
+
 NAME = "pgsql"
 LABEL = "PostgreSQL"
 PLACEHOLDER = "%s"  # psycopg's server-side binding placeholder (values never enter the text)
@@ -44,10 +46,10 @@ def quote_ident(name: str) -> str:
     (a longer name would be cut to 63 bytes, so two long domains could share one table)."""
     raw = name.encode("utf-8", "surrogateescape")
     if not name or b"\0" in raw or len(raw) > MAX_IDENTIFIER:
-        from ...errors import InvalidDomain
+        from ...errors import DatabaseError
 
-        raise InvalidDomain(f"table name {name!r} is not a valid PostgreSQL identifier "
-                            f"(1 to {MAX_IDENTIFIER} bytes)")
+        raise DatabaseError(f"{name!r} cannot be a PostgreSQL table name (1 to {MAX_IDENTIFIER} bytes, no NUL: "
+                            "a longer name would be cut, and two domains could share a table)")
     return '"' + name.replace('"', '""') + '"'
 
 
@@ -120,11 +122,12 @@ def upsert(table: str, columns, key, n: int = 1) -> str:
             f"ON CONFLICT ({', '.join(key)}) {action}")
 
 
-def insert_ignore(table: str, columns, n: int = 1) -> str:
+def insert_ignore(table: str, columns, keys=None, n: int = 1) -> str:
     """MySQL's INSERT IGNORE (an existing row for the key stays as it is)."""
     row = "(" + ", ".join([PLACEHOLDER] * len(columns)) + ")"
+    target = f" ({', '.join(keys)})" if keys else ""
     return (f"INSERT INTO {quote_ident(table)} ({', '.join(columns)}) VALUES {', '.join([row] * n)} "
-            "ON CONFLICT DO NOTHING")
+            f"ON CONFLICT{target} DO NOTHING")
 
 
 # --- the connection ------------------------------------------------------------------------------
@@ -292,3 +295,10 @@ class PgsqlDialect:
 
 
 dialect = PgsqlDialect()
+
+
+class PgsqlAuth(SqlAuth):
+    """vpgsql.c's module: SqlAuth over the PostgreSQL dialect."""
+
+    def __init__(self, disk):
+        super().__init__(disk, PgsqlDialect())
