@@ -29,7 +29,7 @@ from storeenv import run
 from vcli.config import load_settings
 
 # the modules the matrix runs on: each one a site as its build lays it out
-MODULES = ("cdb", "mysql")
+MODULES = ("cdb", "mysql", "pgsql")
 SIDES = ("local", "remote")
 SERVER_FIXTURE = {"mysql": "mariadb", "pgsql": "postgres"}
 
@@ -61,7 +61,7 @@ def rows(known: dict[str, str] | None = None) -> list:
     """The matrix ids; `known` maps a module to a failure of it found here and not fixed yet: its
     rows are strict xfails (they fail the run the day they pass, so the mark comes off)."""
     known = known or {}
-    return [pytest.param(f"{m}-{s}", marks=pytest.mark.xfail(strict=True, reason=known[m])) if m in known
+    return [pytest.param(f"{m}-{s}", marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=known[m])) if m in known
             else f"{m}-{s}" for m in MODULES for s in SIDES]
 
 
@@ -257,9 +257,10 @@ def test_i13_07_bulk_add_same_on_every_backend(site, tmp_path):
     assert json.loads(r.stdout)["users"] == 31
 
 
-@pytest.mark.parametrize("site", rows({"mysql": "vcli check reads vpasswd on an SQL site: "
-                                               "'.../domains/example.test/vpasswd: missing', exit 65"}),
-                         indirect=True)
+CHECK_ON_SQL = "vcli check reads vpasswd on an SQL site: '.../domains/example.test/vpasswd: missing', exit 65"
+
+
+@pytest.mark.parametrize("site", rows({"mysql": CHECK_ON_SQL, "pgsql": CHECK_ON_SQL}), indirect=True)
 def test_i13_07_a_consistent_site_checks_clean_on_every_backend(site):
     """`vcli check` after a mix of changes finds nothing to repair, whichever module holds the users."""
     # check reads the store where it runs: on a remote row, beside the daemon (after its changes)
