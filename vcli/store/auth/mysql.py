@@ -65,6 +65,7 @@ class MysqlDialect:
     label = "MySQL"
     has_aliasdomains = True  # SQL_ALIASDOMAINS exists for vmysql.c only (sql.md §6)
     lastauth_user = "user"
+    tables_query = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME"
     columns_query = ("SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
                      "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s")
 

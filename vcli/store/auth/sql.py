@@ -223,21 +223,29 @@ class SqlAuth:
         self._ready.add(table)
 
     def ensure_tables(self, entry: AssignEntry) -> None:
-        """The tables a change of this domain writes, created when missing (as vpopmail does)."""
+        """The tables a change of this domain writes, created when missing (as vpopmail does).
+        Only the missing ones: CREATE TABLE IF NOT EXISTS needs the CREATE right even for a
+        table that is there, and a site's login may have no more than SELECT/INSERT/UPDATE/DELETE."""
         need = [(self.user_table(entry), "users"), ("dir_control", None)]
         if self.s.auth_logging:
             need.append(("lastauth", None))
         if self.s.sql_aliasdomains and self.d.has_aliasdomains:
             need.append(("aliasdomains", None))
-        if all(t in self._ready for t, _ in need):
+        self._ensure_all(need)
+
+    def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        need = [(t, k) for t, k in need if t not in self._ready]
+        if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
+            names = [t for t, _ in need]
+            cur.execute(self.d.tables_query + f" IN ({', '.join(['%s'] * len(names))})", names)
+            self._ready |= {str(_text(r[0])) for r in cur.fetchall()}
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
-            conn.commit()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
 
@@ -470,15 +478,7 @@ class SqlAuth:
                 cur.execute(f"DELETE FROM {self.d.quote('aliasdomains')} WHERE alias = %s", (name,))
 
     def _ensure_one(self, table: str) -> None:
-        if table in self._ready:
-            return
-        conn = self._conn("update")
-        try:
-            cur = conn.cursor()
-            self._ensure(cur, table)
-            cur.close()
-        except self.d.errors() as exc:
-            raise self._translate(exc) from None
+        self._ensure_all([(table, None)])
 
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
