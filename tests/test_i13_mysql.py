@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from cli_helpers import ASCTIME_RE, CliStore, fast_base
+from cli_helpers import ASCTIME_RE, CliStore, fast_base, patched_environ
 from sqlenv import write_site
 
 D = "example.test"
@@ -277,3 +277,48 @@ def test_i13_03_legacy_column_types_still_work(tmp_path, db):
         assert r.t == (229, "", "Error: password too long for vpopmail.pw_passwd (max=40)\n")
         assert st.snapshot() == before
         assert [r[0] for r in db.query("SELECT pw_name FROM vpopmail")] == ["bob", "postmaster"]
+
+
+def test_i13_03_vmkpasswd_has_nothing_to_rebuild(my):
+    my.ok("vadddomain", D, "Pm-pass1")
+    r = my.run("vmkpasswd", D)
+    assert r.t == (0, "", f"vmkpasswd: nothing to rebuild: {D}'s users are in the mysql database\n")
+    assert not (my.ddir(D) / "vpasswd.cdb").exists()
+
+
+def test_i13_03_listing_streams_in_collation_order(my):
+    """More rows than one fetch of the server-side cursor, in the server's ORDER BY pw_name
+    (utf8mb4_general_ci: `a_b` after `ab`, sql.md §10 item 12), while each row's lastauth is read
+    on another connection."""
+    from vcli.model import NewUser
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    store = _store(my)
+    names = [f"u{i:04d}" for i in range(2500)] + ["a_b", "ab", "a-b", "a.b", "aa"]
+    with patched_environ(my.env):
+        store.add_users(D, [NewUser(n, hashed="$1$s$h") for n in names])
+        got = []
+        for vu in store.list_users(D):
+            got.append(vu.name)
+            assert store.lastauth(vu, D)[1] == "0.0.0.0"
+    assert got[:5] == ["a-b", "a.b", "aa", "ab", "a_b"] and len(got) == 2506
+    assert got[5:] == sorted(names[:2500] + ["postmaster"])
+    # an abandoned listing does not disturb the next one
+    with patched_environ(my.env):
+        it = store.list_users(D)
+        next(it)
+        it.close()
+        assert sum(1 for _ in store.list_users(D)) == 2506
+        r = store.domain_info(D)
+        assert r.users == 2506
+    # the hashed dirs as vpopmail's dir_control gives them: 99 + postmaster at the top, then 100 per dir
+    tops = {os.path.basename(os.path.dirname(u[6])) for u in users(my.db)}
+    assert tops == {D, *"0123456789ABCDEFGHIJKLMNO"}
+
+
+def _store(st):
+    from vcli.config import load_settings
+    from vcli.store.store import Store
+
+    with patched_environ(st.env):
+        return Store(load_settings())

@@ -187,6 +187,18 @@ class MysqlDialect:
         return _KINDS.get(code, "other"), msg
 
 
+def preload_driver() -> None:
+    """The daemon imports the driver before it drops its privileges (the venv may be unreadable
+    afterwards): everything a connection, a cursor and a streamed listing load on first use."""
+    import MySQLdb
+    import MySQLdb.connections  # noqa: F401
+    import MySQLdb.converters  # noqa: F401
+    import MySQLdb.cursors  # noqa: F401
+
+    MysqlDialect().errors()
+    del MySQLdb
+
+
 class MysqlAuth(SqlAuth):
     """vmysql.c's module: SqlAuth over the MySQL dialect."""
 

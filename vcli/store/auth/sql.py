@@ -177,7 +177,15 @@ class SqlAuth:
         conn = self._conn("update")
         cur = conn.cursor()
         try:
-            self.d.begin(cur)
+            try:
+                self.d.begin(cur)
+            except self.d.errors() as exc:  # dropped while idle (a daemon's connection): once more
+                if self.d.classify(exc)[0] != "down":
+                    raise
+                self._drop("update")
+                conn = self._conn("update")
+                cur = conn.cursor()
+                self.d.begin(cur)
             yield _Cursor(cur, self)
             if journal() is None:
                 conn.commit()
