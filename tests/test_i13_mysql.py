@@ -322,3 +322,62 @@ def _store(st):
 
     with patched_environ(st.env):
         return Store(load_settings())
+
+
+BANNED = {"dataclasses", "inspect", "re", "json", "enum", "typing"}
+PROBE = """
+import sys
+before = set(sys.modules)
+{body}
+sys.stdout.flush()
+sys.stderr.write("IMPORTED " + " ".join(sorted(set(sys.modules) - before)) + "\\n")
+sys.exit(code or 0)
+"""
+LOOKUP = """
+sys.argv = ["vuserinfo", "bob@example.test"]
+from vcli.cli.classic import vuserinfo
+try:
+    code = vuserinfo()
+except SystemExit as exc:
+    code = exc.code
+"""
+DRIVER = """
+import MySQLdb, MySQLdb.cursors
+conn = MySQLdb.connect(host="127.0.0.1", port={port}, user={user!r}, password={password!r},
+                       database={database!r}, charset="utf8mb4", connect_timeout=2, autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT %s", ("x",))
+code = 0
+"""
+
+
+def _imports(env, body: str) -> tuple:
+    import site
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([src, *site.getsitepackages()])
+    env = {k: v for k, v in env.items() if k != "VCLI_CONFIG"}  # no config file: tomllib imports typing
+    r = subprocess.run([sys.executable, "-S", "-c", PROBE.format(body=body)], env=dict(env, PYTHONPATH=path),
+                       capture_output=True, text=True)
+    line = [x for x in r.stderr.splitlines() if x.startswith("IMPORTED ")]
+    assert len(line) == 1, r.stderr
+    return r, set(line[0].split()[1:])
+
+
+def test_i13_03_lookup_path_imports_no_more_than_the_driver(my):
+    """`vuserinfo user@domain` on a MySQL site imports MySQLdb; of the modules the lookup path
+    bans it imports only those the driver itself pulls in when it connects (re, in MySQLdb's
+    connections/cursors modules) -- none from vcli's own code."""
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadduser", f"bob@{D}", "Bob-pass1")
+    r, lookup = _imports(my.env, LOOKUP)
+    assert r.returncode == 0 and "name:   bob" in r.stdout, r.stderr
+    assert "MySQLdb" in lookup and "vcli.store.auth.mysql" in lookup
+    db = my.db
+    r, driver = _imports(my.env, DRIVER.format(port=db.port, user=db.user, password=db.password,
+                                               database=db.database))
+    assert r.returncode == 0, r.stderr
+    assert lookup & BANNED <= driver & BANNED, (lookup & BANNED, driver & BANNED)
+
