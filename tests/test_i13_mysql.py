@@ -381,3 +381,31 @@ def test_i13_03_lookup_path_imports_no_more_than_the_driver(my):
     assert r.returncode == 0, r.stderr
     assert lookup & BANNED <= driver & BANNED, (lookup & BANNED, driver & BANNED)
 
+
+
+def test_i13_05_dry_run_prints_the_statements_and_keeps_nothing(tmp_path, db):
+    """--dry-run on an SQL site: the statements (checked by the server inside a transaction that is
+    rolled back; tables a fresh database lacks made TEMPORARY), a clear password masked; afterwards
+    not a row, not a table, not a file more."""
+    with fast_base(tmp_path / "dry") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("CLEAR_PASS",))
+        before = st.snapshot()
+        r = st.ok("vcli", "vadddomain", "--dry-run", D, "Pm-pass1")
+        assert "would run: CREATE TABLE IF NOT EXISTS `vpopmail` (pw_name VARCHAR(64) NOT NULL" in r.out
+        assert db.query("SHOW TABLES") == [] and st.snapshot() == before
+        st.ok("vadddomain", D, "Pm-pass1")
+        before, data = st.snapshot(), db.query("SELECT * FROM vpopmail")
+        r = st.ok("vcli", "vadduser", "--dry-run", "-q", "5M", f"bob@{D}", "Secret-Bob1")
+        lines = r.out.splitlines()
+        ins = [x for x in lines if x.startswith("would run: INSERT INTO `vpopmail`")]
+        assert len(ins) == 1 and "Secret-Bob1" not in r.out and "'********')" in ins[0], r.out
+        assert f"'bob', '{D}', '$6$" in ins[0] and "'5242880S'" in ins[0]
+        assert any(x.startswith("would run: SELECT cur_users") and "FOR UPDATE" in x for x in lines)
+        assert any(x.startswith("would run: REPLACE INTO `lastauth`") for x in lines)
+        assert f"would create mailbox {st.ddir(D)}/bob" in r.out
+        assert st.snapshot() == before and db.query("SELECT * FROM vpopmail") == data
+        r = st.ok("vcli", "vdeluser", "--dry-run", f"postmaster@{D}")
+        assert "would run: DELETE FROM `vpopmail` WHERE pw_name IN (%s) AND pw_domain = %s <- ('postmaster', " \
+               f"'{D}')" in r.out
+        assert st.snapshot() == before and db.query("SELECT * FROM vpopmail") == data

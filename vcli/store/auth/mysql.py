@@ -97,8 +97,9 @@ class MysqlDialect:
         return DDL[kind]
 
     @staticmethod
-    def create_table(qname: str, columns: str) -> str:
-        return f"CREATE TABLE IF NOT EXISTS {qname} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    def create_table(qname: str, columns: str, temporary: bool = False) -> str:
+        kind = "TEMPORARY TABLE" if temporary else "TABLE"
+        return f"CREATE {kind} IF NOT EXISTS {qname} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 
     def upsert(self, table: str, cols: list[str], keys: list[str], n: int = 1) -> str:
         """vpopmail's REPLACE INTO (the row with the same key is replaced whole)."""

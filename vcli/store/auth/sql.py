@@ -224,11 +224,18 @@ class SqlAuth:
 
     def _ensure(self, cur, table: str, kind: str | None = None) -> None:
         """CREATE TABLE IF NOT EXISTS, once per process and table (outside any transaction:
-        DDL commits implicitly on MySQL)."""
+        DDL commits implicitly on MySQL).  A dry run makes a TEMPORARY table instead (gone with
+        the session), so the statements after it can be checked by the server all the same."""
         if table in self._ready:
             return
-        cur.execute(self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s)))
-        self._ready.add(table)
+        sql = self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s),
+                                  temporary=journal() is not None)
+        j = journal()
+        if j is not None:
+            j.note("sql", sql.replace("CREATE TEMPORARY TABLE", "CREATE TABLE", 1))
+        cur.execute(sql)
+        if j is None:
+            self._ready.add(table)
 
     def ensure_tables(self, entry: AssignEntry) -> None:
         """The tables a change of this domain writes, created when missing (as vpopmail does).
@@ -801,11 +808,27 @@ def _insert(qtable: str, cols: list[str], n: int) -> str:
 
 
 def _shown(sql: str, params) -> str:
-    """A statement for a dry run's listing: the values after it (hashes shown, no clear text)."""
-    vals = ", ".join(repr(p) for p in params)
+    """A statement for a dry run's listing: the values after it (hashes shown, a clear-text
+    password as ********)."""
+    params = list(params)
+    secret = _secret_slots(sql, len(params))
+    vals = ", ".join("'********'" if i in secret else repr(p) for i, p in enumerate(params))
     if len(vals) > 400:
         vals = vals[:400] + f"... ({len(params)} values)"
     return f"{sql} <- ({vals})" if params else sql
+
+
+def _secret_slots(sql: str, n: int) -> set[int]:
+    """Which of a statement's n parameters are pw_clear_passwd values (INSERT column lists and
+    UPDATE ... SET col = %s, the two shapes that write it)."""
+    if "pw_clear_passwd" not in sql:
+        return set()
+    if " VALUES " in sql and "(" in sql:
+        cols = [c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(",")]
+        k = cols.index("pw_clear_passwd") if "pw_clear_passwd" in cols else -1
+        return {i for i in range(n) if k >= 0 and i % len(cols) == k}
+    head = sql.split("pw_clear_passwd = %s", 1)[0]
+    return {head.count("%s")}
 
 
 def _text(v):
