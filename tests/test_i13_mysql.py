@@ -409,3 +409,29 @@ def test_i13_05_dry_run_prints_the_statements_and_keeps_nothing(tmp_path, db):
         assert "would run: DELETE FROM `vpopmail` WHERE pw_name IN (%s) AND pw_domain = %s <- ('postmaster', " \
                f"'{D}')" in r.out
         assert st.snapshot() == before and db.query("SELECT * FROM vpopmail") == data
+
+
+def test_i13_05_mysql_limits_table(tmp_path, db, cdb):
+    """ENABLE_MYSQL_LIMITS: vmoddomlimits writes the `limits` row (no .qmailadmin-limits file), and
+    every command reads it as cdb reads the file: the same output on both sites."""
+    with fast_base(tmp_path / "lim") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("ENABLE_MYSQL_LIMITS",))
+        for s in (st, cdb):
+            s.ok("vadddomain", D, "Pm-pass1")
+            s.ok("vadduser", f"bob@{D}", "Bob-pass1")
+        for argv in (("vmoddomlimits", "-P", "10", "-A", "5", "-Q", "100", "-q", "10M", "-g", "ps", D),
+                     ("vmoddomlimits", "-S", D), ("vuserinfo", f"bob@{D}"), ("vadduser", f"carol@{D}", "Carol-pw1"),
+                     ("vuserinfo", "-q", f"carol@{D}"), ("vmoddomlimits", "-D", D), ("vmoddomlimits", "-S", D)):
+            a, c = st.run(*argv), cdb.run(*argv)
+            got = (a.rc, norm(st, a.out).replace("uid:    0\n", "uid:    1\n"), a.err)
+            assert got == (c.rc, norm(cdb, c.out), c.err), argv
+            if argv[1] == "-P":
+                row = db.query("SELECT maxpopaccounts, maxaliases, diskquota, defaultquota, disable_pop, "
+                               "disable_smtp, disable_imap FROM limits WHERE domain = %s", (D,))
+                assert row == [(10, 5, 100, 10485760, 1, 1, 0)]
+        assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]
+        assert not (st.ddir(D) / ".qmailadmin-limits").exists()
+        st.ok("vmoddomlimits", "-P", "3", D)
+        st.ok("vdeldomain", D)
+        assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]

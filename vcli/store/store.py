@@ -366,9 +366,14 @@ class Store(BackendCommon):
         """The domain's limits, else vlimits.default; neither readable -> LimitsUnreadable."""
         if domain is not None:
             entry = self.real_entry(domain)
-            data = read_bytes(self.limits_path(entry))
-            if data is not None:
-                return Limits.parse(data)
+            if self._limits_table():  # ENABLE_MYSQL_LIMITS: the table, never .qmailadmin-limits
+                lim = self.auth.limits_get(entry)
+                if lim is not None:
+                    return lim
+            else:
+                data = read_bytes(self.limits_path(entry))
+                if data is not None:
+                    return Limits.parse(data)
         data = read_bytes(self.default_limits_path())
         if data is None:
             raise LimitsUnreadable()
@@ -379,10 +384,20 @@ class Store(BackendCommon):
             atomic_write(self.default_limits_path(), lim.dump(), 0o644)
             return
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_set(entry, lim)
+            return
         atomic_write(self.limits_path(entry), lim.dump(), 0o600, self._owner(entry))
+
+    def _limits_table(self) -> bool:
+        """ENABLE_MYSQL_LIMITS on a MySQL site: domain limits live in the `limits` table."""
+        return getattr(self.auth, "has_limits_table", False)
 
     def del_limits(self, domain: str) -> None:
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_delete(entry)
+            return
         try:
             remove_file(self.limits_path(entry))
         except FileNotFoundError:

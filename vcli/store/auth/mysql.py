@@ -64,6 +64,7 @@ class MysqlDialect:
     name = "mysql"
     label = "MySQL"
     has_aliasdomains = True  # SQL_ALIASDOMAINS exists for vmysql.c only (sql.md §6)
+    has_limits = True  # so does ENABLE_MYSQL_LIMITS (§1)
     lastauth_user = "user"
     tables_query = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME"
     columns_query = ("SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "

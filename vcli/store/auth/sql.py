@@ -44,6 +44,19 @@ from ..fsutil import Owner, discard, fsync_dir, journal
 DC_COLS = ("cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
            "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1", "level_mod2",
            "level_index0", "level_index1", "level_index2", "the_dir")
+# limits columns (sql.md §3.6) -> Limits fields; perm_maillist also carries the users/moderators bits
+LIMIT_COLS = (("maxpopaccounts", "maxpopaccounts"), ("maxaliases", "maxaliases"), ("maxforwards", "maxforwards"),
+              ("maxautoresponders", "maxautoresponders"), ("maxmailinglists", "maxmailinglists"),
+              ("diskquota", "quota"), ("maxmsgcount", "maxmsgcount"), ("defaultquota", "default_quota"),
+              ("defaultmaxmsgcount", "default_maxmsgcount"), ("disable_pop", "disable_pop"),
+              ("disable_imap", "disable_imap"), ("disable_dialup", "disable_dialup"),
+              ("disable_passwordchanging", "disable_password_changing"), ("disable_webmail", "disable_webmail"),
+              ("disable_relay", "disable_external_relay"), ("disable_smtp", "disable_smtp"),
+              ("disable_spamassassin", "disable_spamassassin"), ("delete_spam", "delete_spam"),
+              ("disable_maildrop", "disable_maildrop"), ("perm_account", "perm_account"),
+              ("perm_alias", "perm_alias"), ("perm_forward", "perm_forward"),
+              ("perm_autoresponder", "perm_autoresponder"), ("perm_maillist", "perm_maillist"),
+              ("perm_quota", "perm_quota"), ("perm_defaultquota", "perm_defaultquota"))
 BATCH = 500  # rows per multi-row INSERT / per IN (...) list
 STREAM = 1000  # rows fetched at a time from a listing's server-side cursor
 IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) before its next use
@@ -246,6 +259,8 @@ class SqlAuth:
             need.append(("lastauth", None))
         if self.s.sql_aliasdomains and self.d.has_aliasdomains:
             need.append(("aliasdomains", None))
+        if self.has_limits_table:
+            need.append(("limits", None))
         self._ensure_all(need)
 
     def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
@@ -495,6 +510,55 @@ class SqlAuth:
     def _ensure_one(self, table: str) -> None:
         self._ensure_all([(table, None)])
 
+    # --- ENABLE_MYSQL_LIMITS: the limits table instead of .qmailadmin-limits (sql.md §3.6, §4.11) ---
+
+    @property
+    def has_limits_table(self) -> bool:
+        return self.s.mysql_limits and self.d.has_limits
+
+    def limits_get(self, entry: AssignEntry):
+        """The domain's row as Limits, None without one (the Store then reads vlimits.default).
+        Each column is read as its name says (vmysql.c reads three perm columns one off, §8.3)."""
+        from ...model import Limits
+
+        sql = (f"SELECT {', '.join(c for c, _ in LIMIT_COLS)} FROM {self.d.quote('limits')} "
+               "WHERE domain = %s")
+        row = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchone())[1])
+        if row is None:
+            return None
+        lim = Limits()
+        for (col, field), value in zip(LIMIT_COLS, row, strict=True):
+            v = int(value or 0)
+            if col == "perm_maillist":
+                lim.perm_maillist, lim.perm_maillist_users, lim.perm_maillist_moderators = v & 7, (v >> 3) & 7, (v >> 6) & 7
+            elif field.startswith(("disable_", "delete_")):
+                setattr(lim, field, bool(v))
+            else:
+                setattr(lim, field, v)
+        return lim
+
+    def limits_set(self, entry: AssignEntry, lim) -> None:
+        """vset_limits: REPLACE INTO limits with all 26 values."""
+        values: dict[str, object] = {"domain": entry.real}
+        for col, field in LIMIT_COLS:
+            if col == "perm_maillist":
+                v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
+                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                    raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
+                                  "holds at most 127", -36)
+                values[col] = v
+            else:
+                values[col] = int(getattr(lim, field))
+        self._ensure_one("limits")
+        self.check_values("limits", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("limits", list(values), ["domain"]), tuple(values.values()))
+
+    def limits_delete(self, entry: AssignEntry) -> None:
+        self._ensure_one("limits")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
@@ -514,6 +578,8 @@ class SqlAuth:
             if self.s.auth_logging:
                 cur.execute(f"DELETE FROM {self.d.quote('lastauth')} WHERE domain = %s", (entry.real,))
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
+            if self.has_limits_table:
+                cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
