@@ -435,3 +435,24 @@ def test_i13_05_mysql_limits_table(tmp_path, db, cdb):
         st.ok("vmoddomlimits", "-P", "3", D)
         st.ok("vdeldomain", D)
         assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]
+
+
+def test_i13_05_valias_table(tmp_path, db, cdb):
+    """VALIAS: valias writes rows of the valias table (no .qmail-<alias> files), and lists them as
+    cdb lists its files: the same output on both sites."""
+    with fast_base(tmp_path / "va") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("VALIAS",))
+        for s in (st, cdb):
+            s.ok("vadddomain", D, "Pm-pass1")
+        for argv in (("valias", "-i", f"bob@{D}", f"info@{D}"), ("valias", "-i", "&carol@elsewhere.test", f"info@{D}"),
+                     ("valias", "-i", f"bob@{D}", f"info@{D}"), ("valias", "-i", "x@y.test", f"sales@{D}"),
+                     ("valias", D), ("valias", "-n", D), ("valias", f"info@{D}"), ("valias", "-d", f"sales@{D}"),
+                     ("valias", "-d", f"sales@{D}"), ("valias", D)):
+            a, c = st.run(*argv), cdb.run(*argv)
+            assert (a.rc, a.out, a.err) == (c.rc, c.out, c.err), argv
+        assert db.query("SELECT alias, domain, valias_line FROM valias ORDER BY id") == [
+            ("info", D, f"bob@{D}"), ("info", D, "&carol@elsewhere.test")]
+        assert not list(st.ddir(D).glob(".qmail-info*"))
+        st.ok("vdeldomain", D)
+        assert db.query("SELECT COUNT(*) FROM valias") == [(0,)]

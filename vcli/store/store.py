@@ -741,8 +741,14 @@ class Store(BackendCommon):
         """Alias edits serialise on the domain's .vpasswd.lock: a `.qmail-x.lock` would itself be an alias."""
         return locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry))
 
+    def _valias(self) -> bool:
+        """VALIAS on an SQL site: the aliases are rows of the valias table, not .qmail files."""
+        return self.s.valias and hasattr(self.auth, "valias_names")
+
     def alias_names(self, domain: str) -> list[str]:
         entry = self.real_entry(domain)
+        if self._valias():
+            return self.auth.valias_names(entry)
         out = []
         try:
             items = list(os.scandir(entry.dir))
@@ -759,7 +765,10 @@ class Store(BackendCommon):
     def alias_lines(self, domain: str, alias: str) -> list[str] | None:
         """Lines of one alias, or None when it does not exist."""
         entry = self.real_entry(domain)
-        data = read_bytes(self._alias_path(entry, alias))
+        path = self._alias_path(entry, alias)
+        if self._valias():
+            return self.auth.valias_lines(entry, alias.lower())
+        data = read_bytes(path)
         if data is None:
             return None
         return data.decode("utf-8", "surrogateescape").splitlines()
@@ -774,6 +783,9 @@ class Store(BackendCommon):
             raise BadCharacter()
         if len(line) >= MAX_ALIAS_LINE:
             raise TooLong("alias line too long (max=160)", -32)
+        if self._valias():
+            self.auth.valias_add(entry, alias.lower(), line, allow_duplicate)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path) or b""
             lines = data.decode("utf-8", "surrogateescape").splitlines()
@@ -786,6 +798,9 @@ class Store(BackendCommon):
         """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():  # vpopmail's DELETE compares the whole line (sql.md §4.12)
+            self.auth.valias_remove(entry, alias.lower(), prefix)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path)
             if data is None:
@@ -796,6 +811,9 @@ class Store(BackendCommon):
     def delete_alias(self, domain: str, alias: str) -> None:
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():
+            self.auth.valias_delete(entry, alias.lower())
+            return
         try:
             remove_file(path)
         except FileNotFoundError:

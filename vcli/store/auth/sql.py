@@ -261,6 +261,8 @@ class SqlAuth:
             need.append(("aliasdomains", None))
         if self.has_limits_table:
             need.append(("limits", None))
+        if self.s.valias:
+            need.append(("valias", None))
         self._ensure_all(need)
 
     def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
@@ -559,6 +561,60 @@ class SqlAuth:
         with self._txn() as cur:
             cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
 
+    # --- VALIAS: aliases in the valias table instead of .qmail-<alias> files (§3.5, §4.12) ------------
+
+    def valias_names(self, entry: AssignEntry) -> list[str]:
+        """select distinct alias ... order by alias (the server's collation orders them)."""
+        sql = f"SELECT DISTINCT alias FROM {self.d.quote('valias')} WHERE domain = %s ORDER BY alias"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows or ()]
+
+    def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
+        """The alias's lines in the order they were added; None when it has none."""
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows] if rows else None
+
+    def valias_add(self, entry: AssignEntry, alias: str, line: str, allow_duplicate: bool = False) -> None:
+        """valias_insert (leading blanks dropped); an exact duplicate refused as the valias tool does."""
+        from ...errors import AliasExists
+
+        line = line.lstrip(" \t")
+        values = {"alias": alias, "domain": entry.real, "valias_line": line}
+        self._ensure_one("valias")
+        self.check_values("valias", values)
+        with self._txn() as cur:
+            if not allow_duplicate:
+                cur.execute(f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s "
+                            "FOR UPDATE", (alias, entry.real))
+                if any(_text(r[0]) == line for r in cur.fetchall()):
+                    raise AliasExists(f"alias {alias}@{entry.real} -> {line} already exists.")
+            cur.execute(f"INSERT INTO {self.d.quote('valias')} (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                        tuple(values.values()))
+
+    def valias_remove(self, entry: AssignEntry, alias: str, line: str) -> None:
+        """valias_remove: the rows whose line equals `line` (an exact match, as vpopmail's DELETE;
+        the file module matches a prefix); AliasNotFound when the alias has no line at all."""
+        self._valias_delete(entry, alias, line)
+
+    def valias_delete(self, entry: AssignEntry, alias: str) -> None:
+        self._valias_delete(entry, alias, None)
+
+    def _valias_delete(self, entry: AssignEntry, alias: str, line: str | None) -> None:
+        from ...errors import AliasNotFound
+
+        self._ensure_one("valias")
+        qt = self.d.quote("valias")
+        with self._txn() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            if not cur.fetchone()[0]:
+                raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
+            if line is None:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            else:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND valias_line = %s AND domain = %s",
+                            (alias, line, entry.real))
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
@@ -580,6 +636,8 @@ class SqlAuth:
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
             if self.has_limits_table:
                 cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+            if self.s.valias:
+                cur.execute(f"DELETE FROM {self.d.quote('valias')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
