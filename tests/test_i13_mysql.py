@@ -456,3 +456,24 @@ def test_i13_05_valias_table(tmp_path, db, cdb):
         assert not list(st.ddir(D).glob(".qmail-info*"))
         st.ok("vdeldomain", D)
         assert db.query("SELECT COUNT(*) FROM valias") == [(0,)]
+
+
+def test_i13_05_ip_alias_map_table(tmp_path, db):
+    """IP_ALIAS_DOMAINS: vipmap works on the ip_alias_map table (no etc/ip_alias_map); one domain
+    per address, as the table's key makes it (sql.md §4.14)."""
+    with fast_base(tmp_path / "ip") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("IP_ALIAS_DOMAINS",))
+        st.ok("vadddomain", D, "Pm-pass1")
+        st.ok("vadddomain", "other.test", "Pm-pass1")
+        for ip, dom in (("10.0.0.1", D), ("2001:db8::1", "other.test"), ("10.0.0.1", "other.test")):
+            assert st.run("vipmap", "-a", ip, dom).t == (0, "", "")
+        assert st.ok("vipmap", "-p").out == "10.0.0.1 other.test\n2001:db8::1 other.test\n"
+        assert db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr") == [
+            ("10.0.0.1", "other.test"), ("2001:db8::1", "other.test")]
+        assert st.run("vipmap", "-d", "10.0.0.1", D).rc == 255  # not that pair
+        assert st.run("vipmap", "-d", "10.0.0.1", "other.test").t == (0, "", "")
+        assert st.ok("vipmap", "-p").out == "2001:db8::1 other.test\n"
+        assert st.run("vipmap", "-a", "10.0.0.300", D).rc == 255
+        assert st.run("vipmap", "-a", "10.0.0.2", "nodomain.test").rc == 245
+        assert not (st.vp / "etc" / "ip_alias_map").exists()

@@ -829,24 +829,43 @@ class Store(BackendCommon):
         if not self.s.ip_alias_domains:
             raise IpAliasDomainsOff()
 
+    def _ip_map_table(self) -> bool:
+        """An SQL site keeps the map in its ip_alias_map table (one domain per address)."""
+        return hasattr(self.auth, "ipmap_list")
+
     def ip_maps(self) -> list[tuple[str, str]]:
-        """(ip, domain) of etc/ip_alias_map in file order."""
+        """(ip, domain) of etc/ip_alias_map in file order (SQL: the table's rows by address)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_list()
         return ipmap.read_maps(self.ip_map_path)
 
     def get_ip_map(self, ip: str) -> str | None:
         """The domain of the first line for this IP, or None."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_get(ipmap.check_ip(ip))
         return ipmap.lookup(self.ip_map_path, ipmap.check_ip(ip))
 
     def add_ip_map(self, ip: str, domain: str) -> None:
-        """Map an IP to an existing domain (the same pair again moves to the end)."""
+        """Map an IP to an existing domain (the same pair again moves to the end; SQL: the
+        address's row now names this domain)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            ipmap.check_ip(ip)
+            if self.find_domain(domain.lower()) is None:
+                raise ipmap.DomainNotFound(f"domain {domain.lower()} does not exist")
+            self.auth.ipmap_add(ip, domain.lower())
+            return
         ipmap.add(self, self.ip_map_path, ip, domain, self.lock_wait)
 
     def del_ip_map(self, ip: str, domain: str) -> None:
         """Drop one IP-domain pair; IpMapNotFound when it is not there."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            if not self.auth.ipmap_delete(ipmap.check_ip(ip), domain.lower()):
+                raise ipmap.IpMapNotFound(f"no ip map {ip} {domain.lower()}")
+            return
         ipmap.delete(self.ip_map_path, ip, domain, self.lock_wait)
 
 

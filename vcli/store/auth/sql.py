@@ -65,7 +65,7 @@ IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) befor
 _FIELD = {"pw_name": ("user name", -25), "user": ("user name", -25), "pw_domain": ("domain name", -26),
           "domain": ("domain name", -26), "alias": ("domain name", -26), "pw_passwd": ("password", -27),
           "pw_gecos": ("gecos", -28), "pw_shell": ("quota", -29), "pw_dir": ("dir", -30),
-          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "the_dir": ("dir", -30)}
+          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "ip_addr": ("ip", -34), "the_dir": ("dir", -30)}
 
 
 def munch(domain: str) -> str:
@@ -615,6 +615,34 @@ class SqlAuth:
                 cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND valias_line = %s AND domain = %s",
                             (alias, line, entry.real))
 
+    # --- IP_ALIAS_DOMAINS: the ip_alias_map table instead of etc/ip_alias_map (§3.8, §4.14) ----------
+    # One domain per address (the key is ip_addr): adding a mapping for an address replaces its domain.
+
+    def ipmap_list(self) -> list[tuple[str, str]]:
+        sql = f"SELECT ip_addr, domain FROM {self.d.quote('ip_alias_map')} ORDER BY ip_addr"
+        rows = self._read("read", lambda cur: (cur.execute(sql), cur.fetchall())[1])
+        return [(_text(a), _text(b) or "") for a, b in rows or ()]
+
+    def ipmap_get(self, ip: str) -> str | None:
+        sql = f"SELECT domain FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s"
+        row = self._read("read", lambda cur: (cur.execute(sql, (ip,)), cur.fetchone())[1])
+        return _text(row[0]) if row else None
+
+    def ipmap_add(self, ip: str, domain: str) -> None:
+        values = {"ip_addr": ip, "domain": domain}
+        self._ensure_one("ip_alias_map")
+        self.check_values("ip_alias_map", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("ip_alias_map", list(values), ["ip_addr"]), tuple(values.values()))
+
+    def ipmap_delete(self, ip: str, domain: str) -> bool:
+        """DELETE by ip and domain; whether a row went."""
+        self._ensure_one("ip_alias_map")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s AND domain = %s",
+                        (ip, domain))
+            return cur.rowcount > 0
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
@@ -918,6 +946,10 @@ class _Cursor:
         if j is not None:
             j.note("sql", _shown(sql, params))
         return self.cur.execute(sql, params)
+
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
 
     def fetchone(self):
         return self.cur.fetchone()
