@@ -266,27 +266,38 @@ class SqlAuth:
         self._ensure_all(need)
 
     def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        """One information_schema query tells which of the tables exist and their column widths;
+        only the missing ones are created."""
         need = [(t, k) for t, k in need if t not in self._ready]
         if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
-            names = [t for t, _ in need]
-            cur.execute(self.d.tables_query + f" IN ({', '.join(['%s'] * len(names))})", names)
-            self._ready |= {str(_text(r[0])) for r in cur.fetchall()}
+            self._load_columns(cur, [t for t, _ in need])
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
 
+    def _load_columns(self, cur, tables: list[str]) -> None:
+        """Widths of the tables that exist (marked ready); the others are left unknown."""
+        cur.execute(self.d.columns_query + f" IN ({', '.join(['%s'] * len(tables))})", tables)
+        found: dict[str, dict[str, int]] = {}
+        for table, name, width in cur.fetchall():
+            cols = found.setdefault(str(_text(table)), {})
+            if width is not None:
+                cols[str(_text(name)).lower()] = int(width)
+        self._widths.update(found)
+        self._ready |= set(found)
+
     def widths(self, table: str) -> dict[str, int]:
         """Column -> character width of an existing table (a legacy table may be narrower than
         what vpopmail creates today, sql.md §3.10); read once per process."""
         if table not in self._widths:
-            rows = self._read("update", lambda c: (c.execute(self.d.columns_query, (table,)), c.fetchall())[1])
-            self._widths[table] = {str(name).lower(): int(w) for name, w in rows or () if w is not None}
+            self._read("update", lambda c: self._load_columns(c, [table]))
+            self._widths.setdefault(table, {})
         return self._widths[table]
 
     def check_values(self, table: str, values: dict[str, object]) -> None:
