@@ -159,6 +159,7 @@ class Store(BackendCommon):
         self.auth.check_new_domain(domain, [e.name for e in self.list_domains()])
 
         def make(hash_dir: str) -> str:  # the domain's directory, in the hash dir the counter chose
+            self._makedirs(domains, owner)
             parent = os.path.join(domains, hash_dir) if hash_dir else domains
             ddir = os.path.join(parent, domain)
             if len(ddir) > MAX_DIR:
@@ -171,7 +172,6 @@ class Store(BackendCommon):
             return ddir
 
         try:
-            self._makedirs(domains, owner)
             ddir, undo = self.auth.take_domain_dir(domains, owner, make)
         except OSError as exc:
             raise io_error(exc, domains) from None
@@ -366,9 +366,14 @@ class Store(BackendCommon):
         """The domain's limits, else vlimits.default; neither readable -> LimitsUnreadable."""
         if domain is not None:
             entry = self.real_entry(domain)
-            data = read_bytes(self.limits_path(entry))
-            if data is not None:
-                return Limits.parse(data)
+            if self._limits_table():  # ENABLE_MYSQL_LIMITS: the table, never .qmailadmin-limits
+                lim = self.auth.limits_get(entry)
+                if lim is not None:
+                    return lim
+            else:
+                data = read_bytes(self.limits_path(entry))
+                if data is not None:
+                    return Limits.parse(data)
         data = read_bytes(self.default_limits_path())
         if data is None:
             raise LimitsUnreadable()
@@ -379,10 +384,20 @@ class Store(BackendCommon):
             atomic_write(self.default_limits_path(), lim.dump(), 0o644)
             return
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_set(entry, lim)
+            return
         atomic_write(self.limits_path(entry), lim.dump(), 0o600, self._owner(entry))
+
+    def _limits_table(self) -> bool:
+        """ENABLE_MYSQL_LIMITS on a MySQL site: domain limits live in the `limits` table."""
+        return getattr(self.auth, "has_limits_table", False)
 
     def del_limits(self, domain: str) -> None:
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_delete(entry)
+            return
         try:
             remove_file(self.limits_path(entry))
         except FileNotFoundError:
@@ -462,8 +477,10 @@ class Store(BackendCommon):
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
         return [(write_staged(path, data, 0o600, owner, tmp_name, durable), path)]
 
-    def _check_gecos(self, gecos: str) -> str:
-        if ":" in gecos or any(c in gecos for c in "\0\n\r"):
+    def _check_gecos(self, gecos: str, colon_ok: bool = False) -> str:
+        """`colon_ok`: a changed comment on an SQL site may hold ':' (vmoduser stores it verbatim
+        there, sql.md §10 item 17; only vpasswd's format forbids it)."""
+        if (":" in gecos and not colon_ok) or any(c in gecos for c in "\0\n\r"):
             raise BadCharacter()
         if len(gecos) > self.s.max_gecos:
             raise TooLong(f"gecos too long (max={self.s.max_gecos})", -28)
@@ -597,7 +614,7 @@ class Store(BackendCommon):
         """(change function, normalized quota or None) of `ch`, every value checked first;
         `fresh_hash`: hash the password per call (a batch), else once now."""
         if ch.gecos is not None:
-            self._check_gecos(ch.gecos)
+            self._check_gecos(ch.gecos, colon_ok=self.auth.name != "cdb")
         hashed = None
         if ch.password is not None:
             _passwords().check_clear(ch.password)
@@ -724,8 +741,14 @@ class Store(BackendCommon):
         """Alias edits serialise on the domain's .vpasswd.lock: a `.qmail-x.lock` would itself be an alias."""
         return locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry))
 
+    def _valias(self) -> bool:
+        """VALIAS on an SQL site: the aliases are rows of the valias table, not .qmail files."""
+        return self.s.valias and hasattr(self.auth, "valias_names")
+
     def alias_names(self, domain: str) -> list[str]:
         entry = self.real_entry(domain)
+        if self._valias():
+            return self.auth.valias_names(entry)
         out = []
         try:
             items = list(os.scandir(entry.dir))
@@ -742,7 +765,10 @@ class Store(BackendCommon):
     def alias_lines(self, domain: str, alias: str) -> list[str] | None:
         """Lines of one alias, or None when it does not exist."""
         entry = self.real_entry(domain)
-        data = read_bytes(self._alias_path(entry, alias))
+        path = self._alias_path(entry, alias)
+        if self._valias():
+            return self.auth.valias_lines(entry, alias.lower())
+        data = read_bytes(path)
         if data is None:
             return None
         return data.decode("utf-8", "surrogateescape").splitlines()
@@ -757,6 +783,9 @@ class Store(BackendCommon):
             raise BadCharacter()
         if len(line) >= MAX_ALIAS_LINE:
             raise TooLong("alias line too long (max=160)", -32)
+        if self._valias():
+            self.auth.valias_add(entry, alias.lower(), line, allow_duplicate)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path) or b""
             lines = data.decode("utf-8", "surrogateescape").splitlines()
@@ -769,6 +798,9 @@ class Store(BackendCommon):
         """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():  # vpopmail's DELETE compares the whole line (sql.md §4.12)
+            self.auth.valias_remove(entry, alias.lower(), prefix)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path)
             if data is None:
@@ -779,6 +811,9 @@ class Store(BackendCommon):
     def delete_alias(self, domain: str, alias: str) -> None:
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():
+            self.auth.valias_delete(entry, alias.lower())
+            return
         try:
             remove_file(path)
         except FileNotFoundError:
@@ -794,24 +829,43 @@ class Store(BackendCommon):
         if not self.s.ip_alias_domains:
             raise IpAliasDomainsOff()
 
+    def _ip_map_table(self) -> bool:
+        """An SQL site keeps the map in its ip_alias_map table (one domain per address)."""
+        return hasattr(self.auth, "ipmap_list")
+
     def ip_maps(self) -> list[tuple[str, str]]:
-        """(ip, domain) of etc/ip_alias_map in file order."""
+        """(ip, domain) of etc/ip_alias_map in file order (SQL: the table's rows by address)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_list()
         return ipmap.read_maps(self.ip_map_path)
 
     def get_ip_map(self, ip: str) -> str | None:
         """The domain of the first line for this IP, or None."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_get(ipmap.check_ip(ip))
         return ipmap.lookup(self.ip_map_path, ipmap.check_ip(ip))
 
     def add_ip_map(self, ip: str, domain: str) -> None:
-        """Map an IP to an existing domain (the same pair again moves to the end)."""
+        """Map an IP to an existing domain (the same pair again moves to the end; SQL: the
+        address's row now names this domain)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            ipmap.check_ip(ip)
+            if self.find_domain(domain.lower()) is None:
+                raise ipmap.DomainNotFound(f"domain {domain.lower()} does not exist")
+            self.auth.ipmap_add(ip, domain.lower())
+            return
         ipmap.add(self, self.ip_map_path, ip, domain, self.lock_wait)
 
     def del_ip_map(self, ip: str, domain: str) -> None:
         """Drop one IP-domain pair; IpMapNotFound when it is not there."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            if not self.auth.ipmap_delete(ipmap.check_ip(ip), domain.lower()):
+                raise ipmap.IpMapNotFound(f"no ip map {ip} {domain.lower()}")
+            return
         ipmap.delete(self.ip_map_path, ip, domain, self.lock_wait)
 
 

@@ -11,6 +11,23 @@ domain's dir_control row read FOR UPDATE (that row serialises the writers of a d
 vpasswd lock does on cdb), the rows, then the trees made under temp names *before* COMMIT and
 renamed in after it.  A failure rolls back and removes the trees: nothing half-written.
 
+The dialect contract (MysqlDialect in mysql.py is the reference; every statement uses `%s`
+placeholders, which MySQLdb and psycopg both take):
+
+* attributes: `name` ("mysql"), `label` ("MySQL", for messages), `has_aliasdomains`,
+  `has_limits` (MySQL-only build options), `lastauth_user` (the lastauth user column: `user`,
+  vpgsql's `userid`), `columns_query` (table, column, character width; `+ " IN (%s, ...)"`);
+* `errors()` the driver's base exception class, imported on first use; `classify(exc)` ->
+  (kind, message), kind one of down, denied, duplicate, too_long, bad_value, no_table, other;
+* `quote(name)` the only way a table/database name enters SQL text (validated, quoted);
+  `ddl(kind, settings)` the column list of a table ("users" for the user table);
+  `create_table(qname, columns, temporary=False)`; `upsert(table, cols, keys, n=1)` (n rows);
+  `insert_ignore(table, cols, keys)`;
+* `connect(server, create_db=False)` a connection in autocommit mode (a change is an explicit
+  transaction: `begin(cur)`, then the connection's commit/rollback); `alive(conn)`;
+  `stream_cursor(conn)` a server-side cursor and `end_stream(conn, cur)`; `where(server)` the
+  server as a message names it (host:port or the socket).
+
 Connections follow vpopmail.mysql (sql.md §2.3): the update server (line 2, else line 1) for
 every change and -- as vpopmail without replication -- single-record reads; line 1 for the
 listings, on a connection of their own (they stream through a server-side cursor, so a million
@@ -44,6 +61,19 @@ from ..fsutil import Owner, discard, fsync_dir, journal
 DC_COLS = ("cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
            "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1", "level_mod2",
            "level_index0", "level_index1", "level_index2", "the_dir")
+# limits columns (sql.md §3.6) -> Limits fields; perm_maillist also carries the users/moderators bits
+LIMIT_COLS = (("maxpopaccounts", "maxpopaccounts"), ("maxaliases", "maxaliases"), ("maxforwards", "maxforwards"),
+              ("maxautoresponders", "maxautoresponders"), ("maxmailinglists", "maxmailinglists"),
+              ("diskquota", "quota"), ("maxmsgcount", "maxmsgcount"), ("defaultquota", "default_quota"),
+              ("defaultmaxmsgcount", "default_maxmsgcount"), ("disable_pop", "disable_pop"),
+              ("disable_imap", "disable_imap"), ("disable_dialup", "disable_dialup"),
+              ("disable_passwordchanging", "disable_password_changing"), ("disable_webmail", "disable_webmail"),
+              ("disable_relay", "disable_external_relay"), ("disable_smtp", "disable_smtp"),
+              ("disable_spamassassin", "disable_spamassassin"), ("delete_spam", "delete_spam"),
+              ("disable_maildrop", "disable_maildrop"), ("perm_account", "perm_account"),
+              ("perm_alias", "perm_alias"), ("perm_forward", "perm_forward"),
+              ("perm_autoresponder", "perm_autoresponder"), ("perm_maillist", "perm_maillist"),
+              ("perm_quota", "perm_quota"), ("perm_defaultquota", "perm_defaultquota"))
 BATCH = 500  # rows per multi-row INSERT / per IN (...) list
 STREAM = 1000  # rows fetched at a time from a listing's server-side cursor
 IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) before its next use
@@ -52,7 +82,7 @@ IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) befor
 _FIELD = {"pw_name": ("user name", -25), "user": ("user name", -25), "pw_domain": ("domain name", -26),
           "domain": ("domain name", -26), "alias": ("domain name", -26), "pw_passwd": ("password", -27),
           "pw_gecos": ("gecos", -28), "pw_shell": ("quota", -29), "pw_dir": ("dir", -30),
-          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "the_dir": ("dir", -30)}
+          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "ip_addr": ("ip", -34), "the_dir": ("dir", -30)}
 
 
 def munch(domain: str) -> str:
@@ -81,6 +111,8 @@ class SqlAuth:
         self._ready: set[str] = set()  # tables known to exist (CREATE TABLE IF NOT EXISTS done)
         self._widths: dict[str, dict[str, int]] = {}
         self._pid = os.getpid()
+        self._inherited: list = []
+        self._streaming = False  # the listing connection is in the middle of a result
 
     @property
     def s(self):
@@ -105,7 +137,10 @@ class SqlAuth:
         (a daemon's connection may have been dropped by the server meanwhile)."""
         role = self._role(role)
         if self._pid != os.getpid():  # a forked worker never shares its parent's sockets
+            # kept, never closed: closing would say goodbye to the server on the parent's socket
+            self._inherited.extend(self._conns.values())
             self._conns.clear()
+            self._streaming = False
             self._pid = os.getpid()
         conn = self._conns.get(role)
         now = time.monotonic()
@@ -177,7 +212,15 @@ class SqlAuth:
         conn = self._conn("update")
         cur = conn.cursor()
         try:
-            self.d.begin(cur)
+            try:
+                self.d.begin(cur)
+            except self.d.errors() as exc:  # dropped while idle (a daemon's connection): once more
+                if self.d.classify(exc)[0] != "down":
+                    raise
+                self._drop("update")
+                conn = self._conn("update")
+                cur = conn.cursor()
+                self.d.begin(cur)
             yield _Cursor(cur, self)
             if journal() is None:
                 conn.commit()
@@ -216,37 +259,67 @@ class SqlAuth:
 
     def _ensure(self, cur, table: str, kind: str | None = None) -> None:
         """CREATE TABLE IF NOT EXISTS, once per process and table (outside any transaction:
-        DDL commits implicitly on MySQL)."""
+        DDL commits implicitly on MySQL).  A dry run makes a TEMPORARY table instead (gone with
+        the session), so the statements after it can be checked by the server all the same."""
         if table in self._ready:
             return
-        cur.execute(self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s)))
-        self._ready.add(table)
+        sql = self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s),
+                                  temporary=journal() is not None)
+        j = journal()
+        if j is not None:
+            j.note("sql", sql.replace("CREATE TEMPORARY TABLE", "CREATE TABLE", 1))
+        cur.execute(sql)
+        if j is None:
+            self._ready.add(table)
 
     def ensure_tables(self, entry: AssignEntry) -> None:
-        """The tables a change of this domain writes, created when missing (as vpopmail does)."""
+        """The tables a change of this domain writes, created when missing (as vpopmail does).
+        Only the missing ones: CREATE TABLE IF NOT EXISTS needs the CREATE right even for a
+        table that is there, and a site's login may have no more than SELECT/INSERT/UPDATE/DELETE."""
         need = [(self.user_table(entry), "users"), ("dir_control", None)]
         if self.s.auth_logging:
             need.append(("lastauth", None))
         if self.s.sql_aliasdomains and self.d.has_aliasdomains:
             need.append(("aliasdomains", None))
-        if all(t in self._ready for t, _ in need):
+        if self.has_limits_table:
+            need.append(("limits", None))
+        if self.s.valias:
+            need.append(("valias", None))
+        self._ensure_all(need)
+
+    def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        """One information_schema query tells which of the tables exist and their column widths;
+        only the missing ones are created."""
+        need = [(t, k) for t, k in need if t not in self._ready]
+        if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
+            self._load_columns(cur, [t for t, _ in need])
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
-            conn.commit()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
+
+    def _load_columns(self, cur, tables: list[str]) -> None:
+        """Widths of the tables that exist (marked ready); the others are left unknown."""
+        cur.execute(self.d.columns_query + f" IN ({', '.join(['%s'] * len(tables))})", tables)
+        found: dict[str, dict[str, int]] = {}
+        for table, name, width in cur.fetchall():
+            cols = found.setdefault(str(_text(table)), {})
+            if width is not None:
+                cols[str(_text(name)).lower()] = int(width)
+        self._widths.update(found)
+        self._ready |= set(found)
 
     def widths(self, table: str) -> dict[str, int]:
         """Column -> character width of an existing table (a legacy table may be narrower than
         what vpopmail creates today, sql.md §3.10); read once per process."""
         if table not in self._widths:
-            rows = self._read("update", lambda c: (c.execute(self.d.columns_query, (table,)), c.fetchall())[1])
-            self._widths[table] = {str(name).lower(): int(w) for name, w in rows or () if w is not None}
+            self._read("update", lambda c: self._load_columns(c, [table]))
+            self._widths.setdefault(table, {})
         return self._widths[table]
 
     def check_values(self, table: str, values: dict[str, object]) -> None:
@@ -327,20 +400,30 @@ class SqlAuth:
         dom, params = self._dom(entry)
         sql = (f"SELECT {self._cols()} FROM {self.d.quote(self.user_table(entry))}"
                f"{' WHERE pw_domain = %s' if dom else ''} ORDER BY pw_name")
+        # a listing started while another is still being read gets a connection of its own
+        own = self._streaming
         for attempt in (1, 2):
-            conn = self._conn("getall")
             try:
+                if own:
+                    conn = self.d.connect(self._server("getall"))
+                else:
+                    conn = self._conn("getall")
                 cur = self.d.stream_cursor(conn)
                 cur.execute(sql, params)
                 break
             except self.d.errors() as exc:
                 kind, _ = self.d.classify(exc)
-                self._drop("getall")
+                if own:
+                    _close(locals().get("conn"))
+                else:
+                    self._drop("getall")
                 if kind == "down" and attempt == 1:
                     continue
                 if kind == "no_table":
                     return
                 raise self._translate(exc, "getall") from None
+        if not own:
+            self._streaming = True
         done = False
         try:
             while True:
@@ -354,10 +437,14 @@ class SqlAuth:
                 for row in rows:
                     yield self._user(row)
         finally:
-            if done:
-                self.d.end_stream(conn, cur)
-            else:  # abandoned half-way: the rest of the result is not worth reading
-                self._drop("getall")
+            if own:
+                _close(conn)
+            else:
+                self._streaming = False
+                if done:
+                    self.d.end_stream(conn, cur)
+                else:  # abandoned half-way: the rest of the result is not worth reading
+                    self._drop("getall")
 
     def user_count(self, entry: AssignEntry) -> int:
         return self.dir_control(entry).cur_users
@@ -470,15 +557,138 @@ class SqlAuth:
                 cur.execute(f"DELETE FROM {self.d.quote('aliasdomains')} WHERE alias = %s", (name,))
 
     def _ensure_one(self, table: str) -> None:
-        if table in self._ready:
-            return
-        conn = self._conn("update")
-        try:
-            cur = conn.cursor()
-            self._ensure(cur, table)
-            cur.close()
-        except self.d.errors() as exc:
-            raise self._translate(exc) from None
+        self._ensure_all([(table, None)])
+
+    # --- ENABLE_MYSQL_LIMITS: the limits table instead of .qmailadmin-limits (sql.md §3.6, §4.11) ---
+
+    @property
+    def has_limits_table(self) -> bool:
+        return self.s.mysql_limits and self.d.has_limits
+
+    def limits_get(self, entry: AssignEntry):
+        """The domain's row as Limits, None without one (the Store then reads vlimits.default).
+        Each column is read as its name says (vmysql.c reads three perm columns one off, §8.3)."""
+        from ...model import Limits
+
+        sql = (f"SELECT {', '.join(c for c, _ in LIMIT_COLS)} FROM {self.d.quote('limits')} "
+               "WHERE domain = %s")
+        row = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchone())[1])
+        if row is None:
+            return None
+        lim = Limits()
+        for (col, field), value in zip(LIMIT_COLS, row, strict=True):
+            v = int(value or 0)
+            if col == "perm_maillist":
+                lim.perm_maillist, lim.perm_maillist_users, lim.perm_maillist_moderators = v & 7, (v >> 3) & 7, (v >> 6) & 7
+            elif field.startswith(("disable_", "delete_")):
+                setattr(lim, field, bool(v))
+            else:
+                setattr(lim, field, v)
+        return lim
+
+    def limits_set(self, entry: AssignEntry, lim) -> None:
+        """vset_limits: REPLACE INTO limits with all 26 values."""
+        values: dict[str, object] = {"domain": entry.real}
+        for col, field in LIMIT_COLS:
+            if col == "perm_maillist":
+                v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
+                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                    raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
+                                  "holds at most 127", -36)
+                values[col] = v
+            else:
+                values[col] = int(getattr(lim, field))
+        self._ensure_one("limits")
+        self.check_values("limits", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("limits", list(values), ["domain"]), tuple(values.values()))
+
+    def limits_delete(self, entry: AssignEntry) -> None:
+        self._ensure_one("limits")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+
+    # --- VALIAS: aliases in the valias table instead of .qmail-<alias> files (§3.5, §4.12) ------------
+
+    def valias_names(self, entry: AssignEntry) -> list[str]:
+        """select distinct alias ... order by alias (the server's collation orders them)."""
+        sql = f"SELECT DISTINCT alias FROM {self.d.quote('valias')} WHERE domain = %s ORDER BY alias"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows or ()]
+
+    def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
+        """The alias's lines in the order they were added; None when it has none."""
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows] if rows else None
+
+    def valias_add(self, entry: AssignEntry, alias: str, line: str, allow_duplicate: bool = False) -> None:
+        """valias_insert (leading blanks dropped); an exact duplicate refused as the valias tool does."""
+        from ...errors import AliasExists
+
+        line = line.lstrip(" \t")
+        values = {"alias": alias, "domain": entry.real, "valias_line": line}
+        self._ensure_one("valias")
+        self.check_values("valias", values)
+        with self._txn() as cur:
+            if not allow_duplicate:
+                cur.execute(f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s "
+                            "FOR UPDATE", (alias, entry.real))
+                if any(_text(r[0]) == line for r in cur.fetchall()):
+                    raise AliasExists(f"alias {alias}@{entry.real} -> {line} already exists.")
+            cur.execute(f"INSERT INTO {self.d.quote('valias')} (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                        tuple(values.values()))
+
+    def valias_remove(self, entry: AssignEntry, alias: str, line: str) -> None:
+        """valias_remove: the rows whose line equals `line` (an exact match, as vpopmail's DELETE;
+        the file module matches a prefix); AliasNotFound when the alias has no line at all."""
+        self._valias_delete(entry, alias, line)
+
+    def valias_delete(self, entry: AssignEntry, alias: str) -> None:
+        self._valias_delete(entry, alias, None)
+
+    def _valias_delete(self, entry: AssignEntry, alias: str, line: str | None) -> None:
+        from ...errors import AliasNotFound
+
+        self._ensure_one("valias")
+        qt = self.d.quote("valias")
+        with self._txn() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            if not cur.fetchone()[0]:
+                raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
+            if line is None:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            else:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND valias_line = %s AND domain = %s",
+                            (alias, line, entry.real))
+
+    # --- IP_ALIAS_DOMAINS: the ip_alias_map table instead of etc/ip_alias_map (§3.8, §4.14) ----------
+    # One domain per address (the key is ip_addr): adding a mapping for an address replaces its domain.
+
+    def ipmap_list(self) -> list[tuple[str, str]]:
+        sql = f"SELECT ip_addr, domain FROM {self.d.quote('ip_alias_map')} ORDER BY ip_addr"
+        rows = self._read("read", lambda cur: (cur.execute(sql), cur.fetchall())[1])
+        return [(_text(a), _text(b) or "") for a, b in rows or ()]
+
+    def ipmap_get(self, ip: str) -> str | None:
+        sql = f"SELECT domain FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s"
+        row = self._read("read", lambda cur: (cur.execute(sql, (ip,)), cur.fetchone())[1])
+        return _text(row[0]) if row else None
+
+    def ipmap_add(self, ip: str, domain: str) -> None:
+        values = {"ip_addr": ip, "domain": domain}
+        self._ensure_one("ip_alias_map")
+        self.check_values("ip_alias_map", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("ip_alias_map", list(values), ["ip_addr"]), tuple(values.values()))
+
+    def ipmap_delete(self, ip: str, domain: str) -> bool:
+        """DELETE by ip and domain; whether a row went."""
+        self._ensure_one("ip_alias_map")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s AND domain = %s",
+                        (ip, domain))
+            return cur.rowcount > 0
 
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
@@ -499,6 +709,10 @@ class SqlAuth:
             if self.s.auth_logging:
                 cur.execute(f"DELETE FROM {self.d.quote('lastauth')} WHERE domain = %s", (entry.real,))
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
+            if self.has_limits_table:
+                cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+            if self.s.valias:
+                cur.execute(f"DELETE FROM {self.d.quote('valias')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
@@ -780,11 +994,23 @@ class _Cursor:
             j.note("sql", _shown(sql, params))
         return self.cur.execute(sql, params)
 
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
+
     def fetchone(self):
         return self.cur.fetchone()
 
     def fetchall(self):
         return self.cur.fetchall()
+
+
+def _close(conn) -> None:
+    try:
+        if conn is not None:
+            conn.close()
+    except Exception:  # noqa: BLE001, S110 - it is being thrown away
+        pass
 
 
 def _insert(qtable: str, cols: list[str], n: int) -> str:
@@ -793,11 +1019,27 @@ def _insert(qtable: str, cols: list[str], n: int) -> str:
 
 
 def _shown(sql: str, params) -> str:
-    """A statement for a dry run's listing: the values after it (hashes shown, no clear text)."""
-    vals = ", ".join(repr(p) for p in params)
+    """A statement for a dry run's listing: the values after it (hashes shown, a clear-text
+    password as ********)."""
+    params = list(params)
+    secret = _secret_slots(sql, len(params))
+    vals = ", ".join("'********'" if i in secret else repr(p) for i, p in enumerate(params))
     if len(vals) > 400:
         vals = vals[:400] + f"... ({len(params)} values)"
     return f"{sql} <- ({vals})" if params else sql
+
+
+def _secret_slots(sql: str, n: int) -> set[int]:
+    """Which of a statement's n parameters are pw_clear_passwd values (INSERT column lists and
+    UPDATE ... SET col = %s, the two shapes that write it)."""
+    if "pw_clear_passwd" not in sql:
+        return set()
+    if " VALUES " in sql and "(" in sql:
+        cols = [c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(",")]
+        k = cols.index("pw_clear_passwd") if "pw_clear_passwd" in cols else -1
+        return {i for i in range(n) if k >= 0 and i % len(cols) == k}
+    head = sql.split("pw_clear_passwd = %s", 1)[0]
+    return {head.count("%s")}
 
 
 def _text(v):
