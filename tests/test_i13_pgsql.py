@@ -455,3 +455,70 @@ def test_i13_04_alias_domain_lookups_reach_the_real_rows(tmp_path, postgres):  #
     check(env, ["vmoduser", "-c", "via alias", "bob@alias.test"])
     assert db.query("SELECT pw_domain, pw_gecos FROM vpopmail WHERE pw_name = 'bob'") == [(D, "via alias")]
     assert db.query("SELECT count(*) FROM vpopmail WHERE pw_domain = 'alias.test'") == [(0,)]
+
+
+def test_i13_04_json_bulk_and_the_daemon_on_a_pgsql_site(tmp_path, postgres):  # noqa: F811
+    """The vcli subcommands, a bulk import large enough for the parallel tree builder, and a real
+    vpopmaild process serving the PostgreSQL site to the remote backend."""
+    import json
+
+    from daemon_helpers import Daemon
+
+    from vcli import flags as F
+    from vcli.store.store import NewUser, Store, UserChanges
+
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db)
+    vp = env["VPOPMAIL_DIR"]
+    st = Store(load_settings({"vpopmail_dir": vp, "qmail_dir": env["QMAIL_DIR"]}))
+    st.add_domain("admin.test", "Admin-pm1")
+    st.add_user("admin.test", NewUser("sysadmin", "SysPass1"))
+    st.mod_user("sysadmin", "admin.test", UserChanges(set_flags=F.SA_ADMIN))
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    feed = tmp_path / "users.csv"
+    feed.write_text("address,password,quota,comment\n" +
+                    "".join(f"u{i:03d}@{D},Pw-{i:04d}x,1M,User {i}\n" for i in range(250)))
+    r = run(env, "vcli", "vadduser", "--from-file", str(feed))
+    assert (r.returncode, r.stderr) == (0, "")
+    assert db.query("SELECT count(*) FROM vpopmail WHERE pw_domain = %s", (D,)) == [(251,)]
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (D,)) == [(251,)]
+    homes = [h for (h,) in db.query("SELECT pw_dir FROM vpopmail WHERE pw_domain = %s", (D,))]
+    assert len(set(homes)) == 251 and all(os.path.isdir(f"{h}/Maildir/new") for h in homes)
+    assert sum(1 for h in homes if os.path.dirname(h) != f"{vp}/domains/{D}") == 251 - 99  # hashed dirs
+    doc = json.loads(run(env, "vcli", "vuserinfo", f"u017@{D}", "-o", "json").stdout)
+    assert (doc["uid"], doc["gid"], doc["gecos"], doc["quota"], doc["last_auth"]) == ("0", 0, "User 17", "1048576S", None)
+    assert doc["created"]
+    listing = json.loads(run(env, "vcli", "vuserinfo", "-D", D, "-o", "json").stdout)
+    assert [u["name"] for u in listing] == sorted(u["name"] for u in listing) and len(listing) == 251
+    with Daemon(env) as d:
+        remote = dict(env, VCLI_REMOTE=f"127.0.0.1:{d.port}", VCLI_LOGIN="sysadmin@admin.test",
+                      VCLI_PASSWORD="SysPass1")
+        check(remote, ["vadduser", "-c", "Remote O'Hara", f"remote@{D}", "Remote-pw1"])
+        check(remote, ["vuserinfo", "-c", f"remote@{D}"], out="Remote O'Hara\n")
+        check(remote, ["vsetuserquota", f"remote@{D}", "2M"])
+        check(remote, ["vdeluser", f"u017@{D}"])
+        check(remote, ["vuserinfo", f"u017@{D}"], code=255, err=f"no such user u017@{D}\n")
+    assert db.query("SELECT pw_gecos, pw_shell, pw_uid FROM vpopmail WHERE pw_name = 'remote'") == [
+        ("Remote O'Hara", "2097152S", 0)]
+    assert db.query("SELECT count(*) FROM vpopmail WHERE pw_name = 'u017'") == [(0,)]
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (D,)) == [(251,)]
+
+
+def test_i13_04_concurrent_adds_serialise_on_the_dir_control_row(tmp_path, postgres):  # noqa: F811
+    """Two writers at once: the domain's dir_control row, read FOR UPDATE, orders them, so the
+    count is exact and no two users share a home (PostgreSQL's row lock, READ COMMITTED)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db)
+    check(env, ["vadddomain", D, "Pm-pass1"])
+
+    def adds(prefix: str) -> list[int]:
+        return [run(env, "vadduser", f"{prefix}{i:02d}@{D}", "Pw-pass12").returncode for i in range(12)]
+
+    with ThreadPoolExecutor(2) as pool:
+        codes = [c for got in pool.map(adds, ["a", "b"]) for c in got]
+    assert codes == [0] * 24
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (D,)) == [(25,)]
+    homes = db.query("SELECT pw_dir FROM vpopmail WHERE pw_domain = %s", (D,))
+    assert len({h for (h,) in homes}) == 25
