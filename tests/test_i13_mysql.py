@@ -182,3 +182,98 @@ def test_i13_03_import_records_verbatim_all_or_nothing(site, request):
                                       DirControl(cur_users=999))
         assert [u.name for u in store.list_users(D)] == ["a'b\\c", "postmaster", "zed"]
         assert store.auth.dir_control(entry).cur_users == 150
+
+
+# --- item 2: what moves into tables on an SQL site --------------------------------------------------
+
+def test_i13_03_domain_counter_is_the_dom_uid_row(my):
+    """The domain hashing counter is dir_control row dom_<uid> (sql.md §4.2), not domains/.dir-control."""
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadddomain", "other.test", "Pm-pass1")
+    assert dir_control(my.db, "dom_89") == (2, 0, 3, 0, 0, 0, 61, 61, 61, 0, 2, 4, 0, 0, 0, "")
+    assert not (my.vp / "domains" / ".dir-control").exists()
+    my.ok("vdeldomain", "other.test")
+    assert dir_control(my.db, "dom_89")[0] == 1
+    r = my.run("vadddomain", D, "Pm-pass1")
+    assert r.rc == 243 and dir_control(my.db, "dom_89")[0] == 1
+
+
+def test_i13_03_aliasdomains_rows_follow_alias_domains(my, cdb):
+    """SQL_ALIASDOMAINS: vaddaliasdomain adds (domain, alias), deleting the alias or the real domain
+    takes the rows (sql.md §4.3 step 6, §6); the commands say what they say on cdb."""
+    for st in (my, cdb):
+        st.ok("vadddomain", D, "Pm-pass1")
+    for argv in (("vaddaliasdomain", D, "alias1.test"), ("vaddaliasdomain", D, "alias2.test"),
+                 ("vdominfo", "alias1.test"), ("vdeldomain", D)):
+        a, b = my.run(*argv), cdb.run(*argv)
+        assert (a.rc, norm(my, a.out), a.err) == (b.rc, norm(cdb, b.out), b.err), argv
+    assert sorted(my.db.query("SELECT alias, domain FROM aliasdomains")) == [
+        ("alias1.test", D), ("alias2.test", D)]
+    my.ok("vdeldomain", "alias1.test")
+    assert my.db.query("SELECT alias, domain FROM aliasdomains") == [("alias2.test", D)]
+    my.ok("vdeldomain", "-f", D)
+    assert my.db.query("SELECT alias, domain FROM aliasdomains") == []
+
+
+@pytest.fixture()
+def per_domain(tmp_path, db):
+    """A site built with --disable-many-domains: one table per domain."""
+    with fast_base(tmp_path / "pd") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, drop=("MANY_DOMAINS",))
+        st.db = db
+        yield st
+
+
+def test_i13_03_per_domain_tables(per_domain):
+    st = per_domain
+    st.ok("vadddomain", "a-b.test", "Pm-pass1")
+    st.ok("vadduser", "bob@a-b.test", "Bob-pass1")
+    rows = st.db.query("SELECT pw_name, pw_uid, pw_gid, pw_gecos, pw_shell FROM a_b_test ORDER BY pw_name")
+    assert rows == [("bob", 0, 0, "bob", "NOQUOTA"), ("postmaster", 0, 0, "Postmaster", "NOQUOTA")]
+    cols = [r[0] for r in st.db.query("SHOW COLUMNS FROM a_b_test")]
+    assert "pw_domain" not in cols
+    assert st.ok("vuserinfo", "-n", "-D", "a-b.test").out.split() == ["-" * 42, "bob", "-" * 42, "postmaster"]
+    # a.b.test would share a_b_test: refused before anything is written, in one line
+    before, tables = st.snapshot(), st.db.query("SHOW TABLES")
+    r = st.run("vadddomain", "a.b.test", "Pm-pass1")
+    assert r.t == (69, "", "Error: a.b.test and a-b.test would share the table a_b_test (a site without "
+                           "MANY_DOMAINS keeps one table per domain)\n")
+    assert st.snapshot() == before and st.db.query("SHOW TABLES") == tables
+    st.ok("vdeldomain", "a-b.test")
+    assert ("a_b_test",) not in st.db.query("SHOW TABLES")
+
+
+def test_i13_03_legacy_column_types_still_work(tmp_path, db):
+    """A table an old vpopmail created (CHAR columns, char(40) passwords, extra columns with
+    defaults, sql.md §3.10, §3.11) is used as found; a value wider than its column is refused
+    before the query instead of failing (or being cut) on the server."""
+    db.query("CREATE TABLE vpopmail (id INT AUTO_INCREMENT UNIQUE, pw_name CHAR(32) NOT NULL, "
+             "pw_domain CHAR(96) NOT NULL, pw_passwd CHAR(40), pw_uid INT, pw_gid INT, pw_gecos CHAR(48), "
+             "pw_dir CHAR(160), pw_shell CHAR(20), my_uid TINYINT DEFAULT 89, "
+             "PRIMARY KEY (pw_name, pw_domain), KEY pw_domain (pw_domain)) ENGINE=MyISAM CHARSET=latin1")
+    db.query("CREATE TABLE lastauth (user CHAR(32) NOT NULL, domain CHAR(96) NOT NULL, "
+             "remote_ip CHAR(18) NOT NULL, timestamp BIGINT DEFAULT 0 NOT NULL, PRIMARY KEY (user, domain))")
+    with fast_base(tmp_path / "old") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("MD5_PASSWORDS",), drop=("SHA512_PASSWORDS",))
+        st.ok("vadddomain", D, "Pm-pass1")
+        st.ok("vadduser", "-c", "Old Style", f"bob@{D}", "Bob-pass1")
+        st.ok("vmoduser", "-c", "Renamed", f"bob@{D}")
+        out = st.ok("vuserinfo", "-c", "-d", "-q", f"bob@{D}").out
+        assert out == f"Renamed\n{st.ddir(D)}/bob\nNOQUOTA\n"
+        assert st.ok("vuserinfo", "-l", f"bob@{D}").out.startswith("account created: ")
+        assert db.query("SELECT pw_name, my_uid, LENGTH(pw_passwd) FROM vpopmail ORDER BY pw_name") == [
+            ("bob", 89, 34), ("postmaster", 89, 34)]
+        before = st.snapshot()
+        r = st.run("vadduser", "-c", "x" * 49, f"carol@{D}", "Carol-pw1")
+        assert r.t == (228, "", "Error: gecos too long for vpopmail.pw_gecos (max=48)\n")
+        r = st.run("vadduser", "a" * 33 + f"@{D}", "Carol-pw1")
+        assert r.t == (231, "", "Error: user name too long for vpopmail.pw_name (max=32)\n")
+        assert st.snapshot() == before
+        write_site(st.vp, "mysql", db)  # the same table under a sha512 build: 98 chars do not fit
+        before = st.snapshot()
+        r = st.run("vadduser", f"carol@{D}", "Carol-pw1")
+        assert r.t == (229, "", "Error: password too long for vpopmail.pw_passwd (max=40)\n")
+        assert st.snapshot() == before
+        assert [r[0] for r in db.query("SELECT pw_name FROM vpopmail")] == ["bob", "postmaster"]

@@ -38,7 +38,6 @@ from ..errors import (
 )
 from ..model import MAX_DIR, AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
 from . import intent, ipmap, names, quota
-from .dircontrol import DirControl
 from .fsutil import (
     Owner,
     atomic_write,
@@ -157,28 +156,23 @@ class Store(BackendCommon):
             raise BadCharacter()
         if not os.path.isdir(base):  # vpopmail changes into it: a mistyped -d or -u home makes no tree
             raise StoreMissing(f"Unable to chdir to vpopmail directory: {base}")
+        self.auth.check_new_domain(domain, [e.name for e in self.list_domains()])
+
+        def make(hash_dir: str) -> str:  # the domain's directory, in the hash dir the counter chose
+            parent = os.path.join(domains, hash_dir) if hash_dir else domains
+            ddir = os.path.join(parent, domain)
+            if len(ddir) > MAX_DIR:
+                raise TooLong("dir too long (max=160)", -30)
+            self._makedirs(parent, owner)
+            try:
+                make_dir(ddir, 0o700, owner)
+            except FileExistsError:
+                raise VpopError(code=-14) from None
+            return ddir
+
         try:
             self._makedirs(domains, owner)
-            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
-                dc_path = os.path.join(domains, ".dir-control")
-                dc = DirControl.parse(read_bytes(dc_path))
-                hash_dir = dc.next_dir()
-                parent = os.path.join(domains, hash_dir) if hash_dir else domains
-                ddir = os.path.join(parent, domain)
-                if len(ddir) > MAX_DIR:
-                    raise TooLong("dir too long (max=160)", -30)
-                self._makedirs(parent, owner)
-                try:
-                    make_dir(ddir, 0o700, owner)
-                except FileExistsError:
-                    raise VpopError(code=-14) from None
-                old_dc, new_dc = read_bytes(dc_path), dc.dump()
-                try:
-                    atomic_write(dc_path, new_dc, 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
-                except BaseException:
-                    if journal() is None:
-                        os.rmdir(ddir)
-                    raise
+            ddir, undo = self.auth.take_domain_dir(domains, owner, make)
         except OSError as exc:
             raise io_error(exc, domains) from None
         entry = AssignEntry(domain, domain, uid, gid, ddir)
@@ -195,18 +189,10 @@ class Store(BackendCommon):
         except BaseException:
             try:
                 if self.find_domain(domain):
-                    self.del_domain(domain, force=True, undo_count=(new_dc, old_dc))
+                    self.del_domain(domain, force=True, undo_count=undo)
                 else:  # not registered yet: only the directory and the counter to undo
                     self._remove_tree(ddir, domains)
-                    with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
-                        now = read_bytes(dc_path)
-                        if now == new_dc and old_dc is None:
-                            remove_file(dc_path)
-                        else:  # the exact old bytes if nobody counted since, else one less
-                            dc = DirControl.parse(now)
-                            dc.remove_one()
-                            atomic_write(dc_path, old_dc if now == new_dc else dc.dump(), 0o600, owner,
-                                         tmp_name=f".dir-control.{os.getpid()}")
+                    self.auth.release_domain_dir(domains, owner, undo)
             except Exception as exc2:  # noqa: BLE001 - report both, keep the first
                 self.warn(f"Error: {exc2}")
             raise
@@ -241,6 +227,8 @@ class Store(BackendCommon):
         if self.find_domain(alias):
             raise DomainExists()
         entry = AssignEntry(alias, real_entry.real, real_entry.uid, real_entry.gid, real_entry.dir)
+        if self.s.sql_aliasdomains:  # the aliasdomains row first: a refused one leaves assign alone
+            self.auth.alias_domain_added(real_entry.real, alias)
         self.qmail.add_assign(entry)
         self.qmail.add_rcpthost(alias)
         self.qmail.add_virtualdomain(alias)
@@ -257,12 +245,15 @@ class Store(BackendCommon):
         removed: a failure before that leaves the domain whole.  A symlinked domain
         directory (domains on another disk) loses its target tree and the link.
         `progress` is called with the number of mailboxes removed so far.  `undo_count`
-        (what add_domain wrote, what was there before) puts domains/.dir-control back byte
-        for byte when a failed vadddomain is undone and nobody counted since."""
+        (what the auth module's take_domain_dir returned) puts the domain counter back exactly
+        when a failed vadddomain is undone and nobody counted since (cdb: domains/.dir-control
+        byte for byte)."""
         entry = self.domain(domain)
         if entry.is_alias:
             self._check_writable([entry], [])
             self._unregister([entry])
+            if self.s.sql_aliasdomains:
+                self.auth.alias_domains_removed([entry.name])
             self.qmail.hup_qmail_send()
             return []
         aliases = [e for e in self.list_domains() if e.real == entry.real and e.name != entry.name]
@@ -270,10 +261,9 @@ class Store(BackendCommon):
             return [a.name for a in aliases]
         ddir = entry.dir.rstrip("/") or entry.dir
         domains = _domains_root(ddir)
-        dc_path = os.path.join(domains, ".dir-control")
         target = self._domain_target(ddir)
         dirs = [os.path.dirname(ddir)] + ([os.path.dirname(target)] if target else [])
-        if os.path.exists(dc_path):
+        if self.auth.name == "cdb" and os.path.exists(os.path.join(domains, ".dir-control")):
             dirs.append(domains)
         self._check_writable(aliases + [entry], dirs)
         self._unregister(aliases + [entry])
@@ -290,17 +280,9 @@ class Store(BackendCommon):
             remove_file(ddir)
         else:
             self._remove_tree(ddir, domains, progress)
-        if os.path.exists(dc_path):
-            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
-                now = read_bytes(dc_path)
-                if undo_count and now == undo_count[0] and undo_count[1] is None:
-                    remove_file(dc_path)
-                else:
-                    dc = DirControl.parse(now)
-                    dc.remove_one()
-                    data = undo_count[1] if undo_count and now == undo_count[0] else dc.dump()
-                    atomic_write(dc_path, data, 0o600 if undo_count else _umask_mode(), self._owner(entry),
-                                 tmp_name=f".dir-control.{os.getpid()}")
+        self.auth.release_domain_dir(domains, self._owner(entry), undo_count)
+        if self.s.sql_aliasdomains:
+            self.auth.alias_domains_removed([entry.name] + [a.name for a in aliases])
         return [a.name for a in aliases]
 
     def _domain_target(self, ddir: str) -> str | None:

@@ -410,6 +410,76 @@ class SqlAuth:
             raise DatabaseError(f"{domain} and {clash[0]} would share the table {table} "
                                 "(a site without MANY_DOMAINS keeps one table per domain)")
 
+    def take_domain_dir(self, domains: str, owner: Owner, make: Callable[[str], str]) -> tuple[str, object]:
+        """The domain hashing counter is dir_control row `dom_<uid>` (sql.md §4.2): read FOR UPDATE,
+        advanced, the directory made, the row written, one transaction (a failure removes the dir)."""
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        ddir = None
+        try:
+            with self._txn() as cur:
+                dc, _ = self._dc_read(cur, key, True)
+                before = _dc_values(dc)
+                ddir = make(dc.next_dir())
+                self._dc_write(cur, key, dc)
+        except BaseException:
+            if ddir is not None and journal() is None:
+                try:
+                    os.rmdir(ddir)
+                except OSError:
+                    pass
+            raise
+        return ddir, (key, before, _dc_values(dc))
+
+    def release_domain_dir(self, domains: str, owner: Owner, undo: object = None) -> None:
+        """vdeldomain: row `dom_<uid>` one down; `undo` (a failed vadddomain): the row as it was,
+        when nobody counted since."""
+        key = undo[0] if undo else f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        with self._txn() as cur:
+            dc, exists = self._dc_read(cur, key, True)
+            if not exists:
+                return
+            if undo and _dc_values(dc) == undo[2]:
+                dc = _dc_from_row(undo[1])
+            else:
+                dc.remove_one()
+            self._dc_write(cur, key, dc)
+
+    def _ensure_counter(self) -> None:
+        self._ensure_one("dir_control")
+
+    def alias_domain_added(self, real: str, alias: str) -> None:
+        """SQL_ALIASDOMAINS: INSERT IGNORE INTO aliasdomains (domain, alias) (sql.md §6): a row
+        already there for the alias is kept as it is, as vpopmail does."""
+        if not self.d.has_aliasdomains:
+            return
+        self._ensure_one("aliasdomains")
+        values = {"domain": real, "alias": alias}
+        self.check_values("aliasdomains", values)
+        with self._txn() as cur:
+            cur.execute(self.d.insert_ignore("aliasdomains", list(values), ["alias"]), tuple(values.values()))
+
+    def alias_domains_removed(self, names: list[str]) -> None:
+        """vdeldomain / vdelaliasdomain: DELETE FROM aliasdomains WHERE alias = each name."""
+        if not self.d.has_aliasdomains or not names:
+            return
+        self._ensure_one("aliasdomains")
+        with self._txn() as cur:
+            for name in names:
+                cur.execute(f"DELETE FROM {self.d.quote('aliasdomains')} WHERE alias = %s", (name,))
+
+    def _ensure_one(self, table: str) -> None:
+        if table in self._ready:
+            return
+        conn = self._conn("update")
+        try:
+            cur = conn.cursor()
+            self._ensure(cur, table)
+            cur.close()
+        except self.d.errors() as exc:
+            raise self._translate(exc) from None
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
