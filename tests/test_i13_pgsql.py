@@ -270,6 +270,7 @@ def test_i13_04_commands_same_as_cdb(site):
         assert db.query("SELECT cur_users, level_cur, level_max, level_start0, level_end0, level_mod0, level_mod1, "
                         "level_mod2, level_index0, the_dir FROM dir_control WHERE domain = %s", (D,)) == [
             (3, 0, 3, 0, 61, 0, 2, 4, 0, "")]
+        assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (f"dom_{uid_n}",)) == [(1,)]
         assert db.query("SELECT userid, domain, remote_ip FROM lastauth ORDER BY userid") == [
             ("bob", D, "0.0.0.0"), ("carol", D, "0.0.0.0"), ("postmaster", D, "0.0.0.0")]
         assert not os.path.exists(f"{vp}/domains/{D}/bob/lastauth")  # SQL: the row, not the file
@@ -288,7 +289,7 @@ def test_i13_04_commands_same_as_cdb(site):
     if db is not None:
         for table in ("vpopmail", "lastauth"):
             assert db.query(f"SELECT count(*) FROM {table}") == [(0,)], table
-        assert db.query("SELECT count(*) FROM dir_control WHERE domain = %s", (D,)) == [(0,)]
+        assert db.query("SELECT domain, cur_users FROM dir_control") == [(f"dom_{uid_n}", 0)]
 
 
 def test_i13_04_errors_same_as_cdb(site):
@@ -522,3 +523,39 @@ def test_i13_04_concurrent_adds_serialise_on_the_dir_control_row(tmp_path, postg
     assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (D,)) == [(25,)]
     homes = db.query("SELECT pw_dir FROM vpopmail WHERE pw_domain = %s", (D,))
     assert len({h for (h,) in homes}) == 25
+
+
+def test_i13_04_server_down_vadddomain_makes_nothing(tmp_path, postgres):  # noqa: F811
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db)
+    vp = tmp_path / "vpopmail"
+    port = free_port()
+    write_site(vp, "pgsql", db_text=f"127.0.0.1|{port}|{db.user}|{db.password}|{db.database}\n")
+    r = run(env, "vadddomain", "other.test", "Pm-pass1")
+    assert r.returncode == 69 and r.stderr.splitlines() == [
+        f"Error: PostgreSQL server 127.0.0.1:{port} unreachable: Connection refused"], r.stderr
+    assert not os.path.exists(f"{vp}/domains/other.test")
+    assert "other.test" not in (tmp_path / "qmail" / "users" / "assign").read_text()
+
+
+def test_i13_04_per_domain_tables_digit_leading_and_shared_names(tmp_path, postgres):  # noqa: F811
+    """--disable-many-domains: one table per domain.  vpgsql.c cannot create `1a_test` (unquoted
+    DDL); two domains that munch to one table are refused before anything is made."""
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db, drop=("MANY_DOMAINS",))
+    vp = env["VPOPMAIL_DIR"]
+    check(env, ["vadddomain", "1a.test", "Pm-pass1"])
+    check(env, ["vadduser", "-c", "O'Neil", "bob@1a.test", "Bob-pass1"])
+    check(env, ["vuserinfo", "-n", "-c", "-d", "bob@1a.test"], out=f"bob\nO'Neil\n{vp}/domains/1a.test/bob\n")
+    assert db.query('SELECT pw_name, pw_gecos, pw_uid, pw_shell FROM "1a_test" ORDER BY pw_name') == [
+        ("bob", "O'Neil", 0, "NOQUOTA"), ("postmaster", "Postmaster", 0, "NOQUOTA")]
+    cols = [r[0] for r in db.query("SELECT column_name FROM information_schema.columns WHERE table_name = '1a_test'")]
+    assert "pw_domain" not in cols
+    check(env, ["vadddomain", "a-b.test", "Pm-pass1"])
+    r = run(env, "vadddomain", "a.b.test", "Pm-pass1")
+    assert r.returncode != 0 and len(r.stderr.splitlines()) == 1 and "a_b_test" in r.stderr, r.stderr
+    assert not os.path.exists(f"{vp}/domains/a.b.test")
+    check(env, ["vuserinfo", "-n", "postmaster@a-b.test"], out="postmaster\n")
+    check(env, ["vdeldomain", "1a.test"])
+    assert db.query("SELECT count(*) FROM information_schema.tables WHERE table_name = '1a_test'") == [(0,)]
+    check(env, ["vuserinfo", "-n", "postmaster@a-b.test"], out="postmaster\n")
