@@ -559,3 +559,48 @@ def test_i13_04_per_domain_tables_digit_leading_and_shared_names(tmp_path, postg
     check(env, ["vdeldomain", "1a.test"])
     assert db.query("SELECT count(*) FROM information_schema.tables WHERE table_name = '1a_test'") == [(0,)]
     check(env, ["vuserinfo", "-n", "postmaster@a-b.test"], out="postmaster\n")
+
+
+# vpgsql.h's layouts, as a real vpgsql.c build creates them (many-domains, no CLEAR_PASS)
+C_LAYOUTS = {
+    "vpopmail": ("pw_name varchar(64) NOT NULL, pw_domain varchar(96) NOT NULL, pw_passwd varchar(128), "
+                 "pw_uid int4, pw_gid int4, pw_gecos varchar(64), pw_dir varchar(160), pw_shell varchar(20), "
+                 "PRIMARY KEY (pw_name, pw_domain )"),
+    "dir_control": pgsql._DIR_CONTROL,
+    "lastauth": ("userid varchar(32) NOT NULL, domain varchar(96) NOT NULL, remote_ip varchar(18) NOT NULL, "
+                 "timestamp bigint default 0 NOT NULL, PRIMARY key (userid, domain)"),
+}
+
+
+def test_i13_04_tables_of_another_role_with_row_rights_only(tmp_path, postgres):  # noqa: F811
+    """A site whose tables a real vpopmail (or its admin) made, and whose mail role may only read and
+    write rows: PostgreSQL 15 gives no role CREATE in `public` by default, and CREATE TABLE IF NOT
+    EXISTS asks for it even when the table is there.  vcli touches no DDL then, adds no index to
+    a table it did not make, and every command works."""
+    from psycopg import sql as psql
+
+    db = postgres.new_database()
+    for name, layout in C_LAYOUTS.items():
+        db.query(f"CREATE TABLE {name} ( {layout} )")
+    role, password = f"dml_{db.database}"[:60], "Dml-pass1"
+    admin = postgres.admin()
+    admin.execute(psql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(psql.Identifier(role), psql.Literal(password)))
+    admin.close()
+    db.query(f'GRANT SELECT, INSERT, UPDATE, DELETE ON vpopmail, dir_control, lastauth TO "{role}"')
+    env = make_sql_env(tmp_path, db)
+    write_site(tmp_path / "vpopmail", "pgsql", db_text=f"{db.host}|{db.port}|{role}|{password}|{db.database}\n")
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    check(env, ["vadduser", "-c", "Bob", f"bob@{D}", "Bob-pass1"])
+    check(env, ["vmoduser", "-c", "Bob B", f"bob@{D}"])
+    check(env, ["vuserinfo", "-n", "-c", f"bob@{D}"], out="bob\nBob B\n")
+    check(env, ["vuserinfo", "-n", "-D", D], out=f"{'-' * 42}\nbob\n{'-' * 42}\npostmaster\n")
+    check(env, ["vdeluser", f"bob@{D}"])
+    assert db.query("SELECT pw_name FROM vpopmail") == [("postmaster",)]
+    assert db.query("SELECT indexname FROM pg_indexes WHERE tablename = 'vpopmail'") == [("vpopmail_pkey",)]
+    r = run(env, "vadddomain", "other.test", "Pm-pass1")  # needs no new table: works too
+    assert r.returncode == 0, r.stderr
+    db.query("DROP TABLE lastauth")  # a missing table it may not create: one clear line
+    r = run(env, "vadduser", f"carol@{D}", "Carol-pw1")
+    assert r.returncode == 77 and r.stderr.splitlines() == [
+        f"Error: PostgreSQL server {db.host}:{db.port}: permission denied for schema public"], r.stderr
+    assert not os.path.exists(f"{env['VPOPMAIL_DIR']}/domains/{D}/carol")

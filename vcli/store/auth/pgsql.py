@@ -7,9 +7,11 @@ upsert and insert-ignore forms, identifier quoting and the SQLSTATE classes of e
 The schema is vpgsql.h's, fixed where the C module cannot work on a default server (sql.md §7
 and §8 item 18), each fix a superset a C tool still reads and writes:
 
-* every CREATE is `CREATE TABLE IF NOT EXISTS` with the name double-quoted (vpgsql.c sends
-  `CREATE TABLE name` unquoted: a second vadddomain fails, and a per-domain table of a domain
-  starting with a digit, `123_com`, is a syntax error);
+* a table is created only when it is missing (a `DO` block testing `to_regclass`), with the
+  name double-quoted: vpgsql.c sends `CREATE TABLE name` unquoted every time, so a second
+  vadddomain fails and the per-domain table of a domain starting with a digit, `123_com`, is a
+  syntax error; and `CREATE TABLE IF NOT EXISTS` would need the CREATE right on the schema even
+  when the table exists, which a role that only reads and writes rows lacks;
 * `remote_ip` (lastauth) and `ip_addr` (ip_alias_map) are varchar(39), not 18: an IPv6
   address does not fit 18;
 * valias gets its (alias, domain) index (vpgsql.c's `create index ... ( (alias, domain) )` is
@@ -271,16 +273,22 @@ class PgsqlDialect:
 
     @staticmethod
     def create_table(quoted: str, layout: str) -> str:
-        """CREATE TABLE IF NOT EXISTS, with the indexes that layout needs (one call, no
-        parameters: psycopg sends it as one simple query)."""
-        out = [f"CREATE TABLE IF NOT EXISTS {quoted} ( {layout} )"]
+        """The table (with the indexes its layout needs) if it does not exist yet -- and nothing
+        at all if it does.  Not `CREATE TABLE IF NOT EXISTS`: PostgreSQL checks the CREATE right
+        on the schema before it looks, so on a site whose tables belong to another role and whose
+        vpopmail role may only read and write rows (PostgreSQL 15 no longer lets every role create
+        in `public`) every command would fail; and an index is never added to a table vcli did
+        not make.  Two processes creating it at once: the loser's duplicate is ignored."""
+        out = [f"CREATE TABLE {quoted} ( {layout} )"]
         raw = quoted[1:-1].replace('""', '"')
         if layout == user_table_layout(True, False):
-            out.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "
+            out.append(f"CREATE INDEX {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "
                        f"ON {quoted} (pw_domain, pw_name)")
         elif layout == _VALIAS:
-            out.append(f"CREATE INDEX IF NOT EXISTS valias_idx ON {quoted} (alias, domain)")
-        return "; ".join(out)
+            out.append(f"CREATE INDEX valias_idx ON {quoted} (alias, domain)")
+        name = quoted.replace("'", "''")
+        return (f"DO $vcli$ BEGIN IF to_regclass('{name}') IS NULL THEN {'; '.join(out)}; END IF; "
+                "EXCEPTION WHEN duplicate_table OR unique_violation THEN NULL; END $vcli$")
 
     @staticmethod
     def stream_cursor(conn):
