@@ -12,7 +12,7 @@ import re
 import time
 
 import pytest
-from cli_helpers import ASCTIME_RE, CliStore, fast_base
+from cli_helpers import ASCTIME_RE, CliStore, fast_base, patched_environ
 from sqlenv import write_site
 
 D = "example.test"
@@ -277,3 +277,161 @@ def test_i13_03_legacy_column_types_still_work(tmp_path, db):
         assert r.t == (229, "", "Error: password too long for vpopmail.pw_passwd (max=40)\n")
         assert st.snapshot() == before
         assert [r[0] for r in db.query("SELECT pw_name FROM vpopmail")] == ["bob", "postmaster"]
+
+
+def test_i13_03_vmkpasswd_has_nothing_to_rebuild(my):
+    my.ok("vadddomain", D, "Pm-pass1")
+    r = my.run("vmkpasswd", D)
+    assert r.t == (0, "", f"vmkpasswd: nothing to rebuild: {D}'s users are in the mysql database\n")
+    assert not (my.ddir(D) / "vpasswd.cdb").exists()
+
+
+def test_i13_03_listing_streams_in_collation_order(my):
+    """More rows than one fetch of the server-side cursor, in the server's ORDER BY pw_name
+    (utf8mb4_general_ci: `a_b` after `ab`, sql.md §10 item 12), while each row's lastauth is read
+    on another connection."""
+    from vcli.model import NewUser
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    store = _store(my)
+    names = [f"u{i:04d}" for i in range(2500)] + ["a_b", "ab", "a-b", "a.b", "aa"]
+    with patched_environ(my.env):
+        store.add_users(D, [NewUser(n, hashed="$1$s$h") for n in names])
+        got = []
+        for vu in store.list_users(D):
+            got.append(vu.name)
+            assert store.lastauth(vu, D)[1] == "0.0.0.0"
+    assert got[:5] == ["a-b", "a.b", "aa", "ab", "a_b"] and len(got) == 2506
+    assert got[5:] == sorted(names[:2500] + ["postmaster"])
+    # an abandoned listing does not disturb the next one
+    with patched_environ(my.env):
+        it = store.list_users(D)
+        next(it)
+        it.close()
+        assert sum(1 for _ in store.list_users(D)) == 2506
+        r = store.domain_info(D)
+        assert r.users == 2506
+    # the hashed dirs as vpopmail's dir_control gives them: 99 + postmaster at the top, then 100 per dir
+    tops = {os.path.basename(os.path.dirname(u[6])) for u in users(my.db)}
+    assert tops == {D, *"0123456789ABCDEFGHIJKLMNO"}
+
+
+def _store(st):
+    from vcli.config import load_settings
+    from vcli.store.store import Store
+
+    with patched_environ(st.env):
+        return Store(load_settings())
+
+
+BANNED = {"dataclasses", "inspect", "re", "json", "enum", "typing"}
+PROBE = """
+import sys
+before = set(sys.modules)
+{body}
+sys.stdout.flush()
+sys.stderr.write("IMPORTED " + " ".join(sorted(set(sys.modules) - before)) + "\\n")
+sys.exit(code or 0)
+"""
+LOOKUP = """
+sys.argv = ["vuserinfo", "bob@example.test"]
+from vcli.cli.classic import vuserinfo
+try:
+    code = vuserinfo()
+except SystemExit as exc:
+    code = exc.code
+"""
+DRIVER = """
+import MySQLdb, MySQLdb.cursors
+conn = MySQLdb.connect(host="127.0.0.1", port={port}, user={user!r}, password={password!r},
+                       database={database!r}, charset="utf8mb4", connect_timeout=2, autocommit=True)
+cur = conn.cursor()
+cur.execute("SELECT %s", ("x",))
+code = 0
+"""
+
+
+def _imports(env, body: str) -> tuple:
+    import site
+    import subprocess
+    import sys
+
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.pathsep.join([src, *site.getsitepackages()])
+    env = {k: v for k, v in env.items() if k != "VCLI_CONFIG"}  # no config file: tomllib imports typing
+    r = subprocess.run([sys.executable, "-S", "-c", PROBE.format(body=body)], env=dict(env, PYTHONPATH=path),
+                       capture_output=True, text=True)
+    line = [x for x in r.stderr.splitlines() if x.startswith("IMPORTED ")]
+    assert len(line) == 1, r.stderr
+    return r, set(line[0].split()[1:])
+
+
+def test_i13_03_lookup_path_imports_no_more_than_the_driver(my):
+    """`vuserinfo user@domain` on a MySQL site imports MySQLdb; of the modules the lookup path
+    bans it imports only those the driver itself pulls in when it connects (re, in MySQLdb's
+    connections/cursors modules) -- none from vcli's own code."""
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadduser", f"bob@{D}", "Bob-pass1")
+    r, lookup = _imports(my.env, LOOKUP)
+    assert r.returncode == 0 and "name:   bob" in r.stdout, r.stderr
+    assert "MySQLdb" in lookup and "vcli.store.auth.mysql" in lookup
+    db = my.db
+    r, driver = _imports(my.env, DRIVER.format(port=db.port, user=db.user, password=db.password,
+                                               database=db.database))
+    assert r.returncode == 0, r.stderr
+    assert lookup & BANNED <= driver & BANNED, (lookup & BANNED, driver & BANNED)
+
+
+
+def test_i13_05_dry_run_prints_the_statements_and_keeps_nothing(tmp_path, db):
+    """--dry-run on an SQL site: the statements (checked by the server inside a transaction that is
+    rolled back; tables a fresh database lacks made TEMPORARY), a clear password masked; afterwards
+    not a row, not a table, not a file more."""
+    with fast_base(tmp_path / "dry") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("CLEAR_PASS",))
+        before = st.snapshot()
+        r = st.ok("vcli", "vadddomain", "--dry-run", D, "Pm-pass1")
+        assert "would run: CREATE TABLE IF NOT EXISTS `vpopmail` (pw_name VARCHAR(64) NOT NULL" in r.out
+        assert db.query("SHOW TABLES") == [] and st.snapshot() == before
+        st.ok("vadddomain", D, "Pm-pass1")
+        before, data = st.snapshot(), db.query("SELECT * FROM vpopmail")
+        r = st.ok("vcli", "vadduser", "--dry-run", "-q", "5M", f"bob@{D}", "Secret-Bob1")
+        lines = r.out.splitlines()
+        ins = [x for x in lines if x.startswith("would run: INSERT INTO `vpopmail`")]
+        assert len(ins) == 1 and "Secret-Bob1" not in r.out and "'********')" in ins[0], r.out
+        assert f"'bob', '{D}', '$6$" in ins[0] and "'5242880S'" in ins[0]
+        assert any(x.startswith("would run: SELECT cur_users") and "FOR UPDATE" in x for x in lines)
+        assert any(x.startswith("would run: REPLACE INTO `lastauth`") for x in lines)
+        assert f"would create mailbox {st.ddir(D)}/bob" in r.out
+        assert st.snapshot() == before and db.query("SELECT * FROM vpopmail") == data
+        r = st.ok("vcli", "vdeluser", "--dry-run", f"postmaster@{D}")
+        assert "would run: DELETE FROM `vpopmail` WHERE pw_name IN (%s) AND pw_domain = %s <- ('postmaster', " \
+               f"'{D}')" in r.out
+        assert st.snapshot() == before and db.query("SELECT * FROM vpopmail") == data
+
+
+def test_i13_05_mysql_limits_table(tmp_path, db, cdb):
+    """ENABLE_MYSQL_LIMITS: vmoddomlimits writes the `limits` row (no .qmailadmin-limits file), and
+    every command reads it as cdb reads the file: the same output on both sites."""
+    with fast_base(tmp_path / "lim") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("ENABLE_MYSQL_LIMITS",))
+        for s in (st, cdb):
+            s.ok("vadddomain", D, "Pm-pass1")
+            s.ok("vadduser", f"bob@{D}", "Bob-pass1")
+        for argv in (("vmoddomlimits", "-P", "10", "-A", "5", "-Q", "100", "-q", "10M", "-g", "ps", D),
+                     ("vmoddomlimits", "-S", D), ("vuserinfo", f"bob@{D}"), ("vadduser", f"carol@{D}", "Carol-pw1"),
+                     ("vuserinfo", "-q", f"carol@{D}"), ("vmoddomlimits", "-D", D), ("vmoddomlimits", "-S", D)):
+            a, c = st.run(*argv), cdb.run(*argv)
+            got = (a.rc, norm(st, a.out).replace("uid:    0\n", "uid:    1\n"), a.err)
+            assert got == (c.rc, norm(cdb, c.out), c.err), argv
+            if argv[1] == "-P":
+                row = db.query("SELECT maxpopaccounts, maxaliases, diskquota, defaultquota, disable_pop, "
+                               "disable_smtp, disable_imap FROM limits WHERE domain = %s", (D,))
+                assert row == [(10, 5, 100, 10485760, 1, 1, 0)]
+        assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]
+        assert not (st.ddir(D) / ".qmailadmin-limits").exists()
+        st.ok("vmoddomlimits", "-P", "3", D)
+        st.ok("vdeldomain", D)
+        assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]

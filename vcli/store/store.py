@@ -159,6 +159,7 @@ class Store(BackendCommon):
         self.auth.check_new_domain(domain, [e.name for e in self.list_domains()])
 
         def make(hash_dir: str) -> str:  # the domain's directory, in the hash dir the counter chose
+            self._makedirs(domains, owner)
             parent = os.path.join(domains, hash_dir) if hash_dir else domains
             ddir = os.path.join(parent, domain)
             if len(ddir) > MAX_DIR:
@@ -171,7 +172,6 @@ class Store(BackendCommon):
             return ddir
 
         try:
-            self._makedirs(domains, owner)
             ddir, undo = self.auth.take_domain_dir(domains, owner, make)
         except OSError as exc:
             raise io_error(exc, domains) from None
@@ -366,9 +366,14 @@ class Store(BackendCommon):
         """The domain's limits, else vlimits.default; neither readable -> LimitsUnreadable."""
         if domain is not None:
             entry = self.real_entry(domain)
-            data = read_bytes(self.limits_path(entry))
-            if data is not None:
-                return Limits.parse(data)
+            if self._limits_table():  # ENABLE_MYSQL_LIMITS: the table, never .qmailadmin-limits
+                lim = self.auth.limits_get(entry)
+                if lim is not None:
+                    return lim
+            else:
+                data = read_bytes(self.limits_path(entry))
+                if data is not None:
+                    return Limits.parse(data)
         data = read_bytes(self.default_limits_path())
         if data is None:
             raise LimitsUnreadable()
@@ -379,10 +384,20 @@ class Store(BackendCommon):
             atomic_write(self.default_limits_path(), lim.dump(), 0o644)
             return
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_set(entry, lim)
+            return
         atomic_write(self.limits_path(entry), lim.dump(), 0o600, self._owner(entry))
+
+    def _limits_table(self) -> bool:
+        """ENABLE_MYSQL_LIMITS on a MySQL site: domain limits live in the `limits` table."""
+        return getattr(self.auth, "has_limits_table", False)
 
     def del_limits(self, domain: str) -> None:
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_delete(entry)
+            return
         try:
             remove_file(self.limits_path(entry))
         except FileNotFoundError:
@@ -462,8 +477,10 @@ class Store(BackendCommon):
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
         return [(write_staged(path, data, 0o600, owner, tmp_name, durable), path)]
 
-    def _check_gecos(self, gecos: str) -> str:
-        if ":" in gecos or any(c in gecos for c in "\0\n\r"):
+    def _check_gecos(self, gecos: str, colon_ok: bool = False) -> str:
+        """`colon_ok`: a changed comment on an SQL site may hold ':' (vmoduser stores it verbatim
+        there, sql.md §10 item 17; only vpasswd's format forbids it)."""
+        if (":" in gecos and not colon_ok) or any(c in gecos for c in "\0\n\r"):
             raise BadCharacter()
         if len(gecos) > self.s.max_gecos:
             raise TooLong(f"gecos too long (max={self.s.max_gecos})", -28)
@@ -597,7 +614,7 @@ class Store(BackendCommon):
         """(change function, normalized quota or None) of `ch`, every value checked first;
         `fresh_hash`: hash the password per call (a batch), else once now."""
         if ch.gecos is not None:
-            self._check_gecos(ch.gecos)
+            self._check_gecos(ch.gecos, colon_ok=self.auth.name != "cdb")
         hashed = None
         if ch.password is not None:
             _passwords().check_clear(ch.password)

@@ -143,6 +143,7 @@ class CdbAuth:
     def take_domain_dir(self, domains: str, owner: Owner, make: Callable[[str], str]) -> tuple[str, object]:
         """The next hashed domain dir from `domains/.dir-control`, made by `make(hash_dir)` under the
         counter's lock; returns (the dir, (counter bytes written, bytes before)) for an undo."""
+        self.disk._makedirs(domains, owner)
         with fsutil.locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
             dc_path = os.path.join(domains, ".dir-control")
             dc = DirControl.parse(read_bytes(dc_path))

@@ -44,6 +44,19 @@ from ..fsutil import Owner, discard, fsync_dir, journal
 DC_COLS = ("cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
            "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1", "level_mod2",
            "level_index0", "level_index1", "level_index2", "the_dir")
+# limits columns (sql.md §3.6) -> Limits fields; perm_maillist also carries the users/moderators bits
+LIMIT_COLS = (("maxpopaccounts", "maxpopaccounts"), ("maxaliases", "maxaliases"), ("maxforwards", "maxforwards"),
+              ("maxautoresponders", "maxautoresponders"), ("maxmailinglists", "maxmailinglists"),
+              ("diskquota", "quota"), ("maxmsgcount", "maxmsgcount"), ("defaultquota", "default_quota"),
+              ("defaultmaxmsgcount", "default_maxmsgcount"), ("disable_pop", "disable_pop"),
+              ("disable_imap", "disable_imap"), ("disable_dialup", "disable_dialup"),
+              ("disable_passwordchanging", "disable_password_changing"), ("disable_webmail", "disable_webmail"),
+              ("disable_relay", "disable_external_relay"), ("disable_smtp", "disable_smtp"),
+              ("disable_spamassassin", "disable_spamassassin"), ("delete_spam", "delete_spam"),
+              ("disable_maildrop", "disable_maildrop"), ("perm_account", "perm_account"),
+              ("perm_alias", "perm_alias"), ("perm_forward", "perm_forward"),
+              ("perm_autoresponder", "perm_autoresponder"), ("perm_maillist", "perm_maillist"),
+              ("perm_quota", "perm_quota"), ("perm_defaultquota", "perm_defaultquota"))
 BATCH = 500  # rows per multi-row INSERT / per IN (...) list
 STREAM = 1000  # rows fetched at a time from a listing's server-side cursor
 IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) before its next use
@@ -177,7 +190,15 @@ class SqlAuth:
         conn = self._conn("update")
         cur = conn.cursor()
         try:
-            self.d.begin(cur)
+            try:
+                self.d.begin(cur)
+            except self.d.errors() as exc:  # dropped while idle (a daemon's connection): once more
+                if self.d.classify(exc)[0] != "down":
+                    raise
+                self._drop("update")
+                conn = self._conn("update")
+                cur = conn.cursor()
+                self.d.begin(cur)
             yield _Cursor(cur, self)
             if journal() is None:
                 conn.commit()
@@ -216,28 +237,45 @@ class SqlAuth:
 
     def _ensure(self, cur, table: str, kind: str | None = None) -> None:
         """CREATE TABLE IF NOT EXISTS, once per process and table (outside any transaction:
-        DDL commits implicitly on MySQL)."""
+        DDL commits implicitly on MySQL).  A dry run makes a TEMPORARY table instead (gone with
+        the session), so the statements after it can be checked by the server all the same."""
         if table in self._ready:
             return
-        cur.execute(self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s)))
-        self._ready.add(table)
+        sql = self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s),
+                                  temporary=journal() is not None)
+        j = journal()
+        if j is not None:
+            j.note("sql", sql.replace("CREATE TEMPORARY TABLE", "CREATE TABLE", 1))
+        cur.execute(sql)
+        if j is None:
+            self._ready.add(table)
 
     def ensure_tables(self, entry: AssignEntry) -> None:
-        """The tables a change of this domain writes, created when missing (as vpopmail does)."""
+        """The tables a change of this domain writes, created when missing (as vpopmail does).
+        Only the missing ones: CREATE TABLE IF NOT EXISTS needs the CREATE right even for a
+        table that is there, and a site's login may have no more than SELECT/INSERT/UPDATE/DELETE."""
         need = [(self.user_table(entry), "users"), ("dir_control", None)]
         if self.s.auth_logging:
             need.append(("lastauth", None))
         if self.s.sql_aliasdomains and self.d.has_aliasdomains:
             need.append(("aliasdomains", None))
-        if all(t in self._ready for t, _ in need):
+        if self.has_limits_table:
+            need.append(("limits", None))
+        self._ensure_all(need)
+
+    def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        need = [(t, k) for t, k in need if t not in self._ready]
+        if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
+            names = [t for t, _ in need]
+            cur.execute(self.d.tables_query + f" IN ({', '.join(['%s'] * len(names))})", names)
+            self._ready |= {str(_text(r[0])) for r in cur.fetchall()}
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
-            conn.commit()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
 
@@ -470,15 +508,56 @@ class SqlAuth:
                 cur.execute(f"DELETE FROM {self.d.quote('aliasdomains')} WHERE alias = %s", (name,))
 
     def _ensure_one(self, table: str) -> None:
-        if table in self._ready:
-            return
-        conn = self._conn("update")
-        try:
-            cur = conn.cursor()
-            self._ensure(cur, table)
-            cur.close()
-        except self.d.errors() as exc:
-            raise self._translate(exc) from None
+        self._ensure_all([(table, None)])
+
+    # --- ENABLE_MYSQL_LIMITS: the limits table instead of .qmailadmin-limits (sql.md §3.6, §4.11) ---
+
+    @property
+    def has_limits_table(self) -> bool:
+        return self.s.mysql_limits and self.d.has_limits
+
+    def limits_get(self, entry: AssignEntry):
+        """The domain's row as Limits, None without one (the Store then reads vlimits.default).
+        Each column is read as its name says (vmysql.c reads three perm columns one off, §8.3)."""
+        from ...model import Limits
+
+        sql = (f"SELECT {', '.join(c for c, _ in LIMIT_COLS)} FROM {self.d.quote('limits')} "
+               "WHERE domain = %s")
+        row = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchone())[1])
+        if row is None:
+            return None
+        lim = Limits()
+        for (col, field), value in zip(LIMIT_COLS, row, strict=True):
+            v = int(value or 0)
+            if col == "perm_maillist":
+                lim.perm_maillist, lim.perm_maillist_users, lim.perm_maillist_moderators = v & 7, (v >> 3) & 7, (v >> 6) & 7
+            elif field.startswith(("disable_", "delete_")):
+                setattr(lim, field, bool(v))
+            else:
+                setattr(lim, field, v)
+        return lim
+
+    def limits_set(self, entry: AssignEntry, lim) -> None:
+        """vset_limits: REPLACE INTO limits with all 26 values."""
+        values: dict[str, object] = {"domain": entry.real}
+        for col, field in LIMIT_COLS:
+            if col == "perm_maillist":
+                v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
+                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                    raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
+                                  "holds at most 127", -36)
+                values[col] = v
+            else:
+                values[col] = int(getattr(lim, field))
+        self._ensure_one("limits")
+        self.check_values("limits", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("limits", list(values), ["domain"]), tuple(values.values()))
+
+    def limits_delete(self, entry: AssignEntry) -> None:
+        self._ensure_one("limits")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
 
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
@@ -499,6 +578,8 @@ class SqlAuth:
             if self.s.auth_logging:
                 cur.execute(f"DELETE FROM {self.d.quote('lastauth')} WHERE domain = %s", (entry.real,))
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
+            if self.has_limits_table:
+                cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
@@ -793,11 +874,27 @@ def _insert(qtable: str, cols: list[str], n: int) -> str:
 
 
 def _shown(sql: str, params) -> str:
-    """A statement for a dry run's listing: the values after it (hashes shown, no clear text)."""
-    vals = ", ".join(repr(p) for p in params)
+    """A statement for a dry run's listing: the values after it (hashes shown, a clear-text
+    password as ********)."""
+    params = list(params)
+    secret = _secret_slots(sql, len(params))
+    vals = ", ".join("'********'" if i in secret else repr(p) for i, p in enumerate(params))
     if len(vals) > 400:
         vals = vals[:400] + f"... ({len(params)} values)"
     return f"{sql} <- ({vals})" if params else sql
+
+
+def _secret_slots(sql: str, n: int) -> set[int]:
+    """Which of a statement's n parameters are pw_clear_passwd values (INSERT column lists and
+    UPDATE ... SET col = %s, the two shapes that write it)."""
+    if "pw_clear_passwd" not in sql:
+        return set()
+    if " VALUES " in sql and "(" in sql:
+        cols = [c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(",")]
+        k = cols.index("pw_clear_passwd") if "pw_clear_passwd" in cols else -1
+        return {i for i in range(n) if k >= 0 and i % len(cols) == k}
+    head = sql.split("pw_clear_passwd = %s", 1)[0]
+    return {head.count("%s")}
 
 
 def _text(v):
