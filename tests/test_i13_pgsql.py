@@ -604,3 +604,90 @@ def test_i13_04_tables_of_another_role_with_row_rights_only(tmp_path, postgres):
     assert r.returncode == 77 and r.stderr.splitlines() == [
         f"Error: PostgreSQL server {db.host}:{db.port}: permission denied for schema public"], r.stderr
     assert not os.path.exists(f"{env['VPOPMAIL_DIR']}/domains/{D}/carol")
+
+
+def test_i13_04_dry_run_keeps_nothing_on_postgresql(tmp_path, postgres):  # noqa: F811
+    """--dry-run: the statements, checked by the server in a transaction that is rolled back (the
+    tables a fresh database lacks made TEMPORARY), a clear password masked; nothing stays."""
+    from storeenv import snapshot
+
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db, add=("CLEAR_PASS",))
+    before = snapshot(tmp_path)
+    r = run(env, "vcli", "vadddomain", "--dry-run", D, "Pm-pass1")
+    assert r.returncode == 0, r.stderr
+    assert 'CREATE TABLE "vpopmail" ( pw_name varchar(64) NOT NULL' in r.stdout, r.stdout
+    assert db.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
+    assert snapshot(tmp_path) == before
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    before, data = snapshot(tmp_path), db.query("SELECT * FROM vpopmail")
+    r = run(env, "vcli", "vadduser", "--dry-run", "-q", "5M", f"bob@{D}", "Secret-Bob1")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    ins = [x for x in lines if x.startswith('would run: INSERT INTO "vpopmail"')]
+    assert len(ins) == 1 and "Secret-Bob1" not in r.stdout and "'5242880S'" in ins[0], r.stdout
+    assert any(x.startswith('would run: INSERT INTO "lastauth"') and "ON CONFLICT" in x for x in lines)
+    assert any("FOR UPDATE" in x for x in lines)
+    assert snapshot(tmp_path) == before and db.query("SELECT * FROM vpopmail") == data
+
+
+def test_i13_04_limits_and_aliasdomains_tables_when_turned_on(tmp_path, postgres):  # noqa: F811
+    """configure offers ENABLE_MYSQL_LIMITS and SQL_ALIASDOMAINS for MySQL only; a PostgreSQL site
+    that turns them on gets the tables in PostgreSQL types, read as the files are on cdb."""
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db, add=("ENABLE_MYSQL_LIMITS", "SQL_ALIASDOMAINS"))
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    check(env, ["vmoddomlimits", "-P", "10", "-A", "5", "-Q", "100", "-q", "10M", "-g", "ps", D])
+    assert db.query("SELECT maxpopaccounts, maxaliases, diskquota, defaultquota, disable_pop, disable_smtp, "
+                    "disable_imap FROM limits WHERE domain = %s", (D,)) == [(10, 5, 100, 10485760, 1, 1, 0)]
+    assert not os.path.exists(f"{env['VPOPMAIL_DIR']}/domains/{D}/.qmailadmin-limits")
+    check(env, ["vadduser", f"carol@{D}", "Carol-pw1"])
+    check(env, ["vuserinfo", "-q", f"carol@{D}"], out="10485760S\n")
+    check(env, ["vaddaliasdomain", D, "alias1.test"])
+    assert db.query("SELECT alias, domain FROM aliasdomains") == [("alias1.test", D)]
+    check(env, ["vdeldomain", "-f", D], out="Warning: Alias domains deleted:\n   alias1.test\n")
+    assert db.query("SELECT count(*) FROM limits") == [(0,)]
+    assert db.query("SELECT count(*) FROM aliasdomains") == [(0,)]
+    # the combined perm_maillist (users<<3 | moderators<<6) fits the smallint: vpopmail's 511
+    from vcli.store.store import Store
+
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    st = Store(load_settings({"vpopmail_dir": env["VPOPMAIL_DIR"], "qmail_dir": env["QMAIL_DIR"]}))
+    lim = st.limits(D)
+    lim.perm_maillist, lim.perm_maillist_users, lim.perm_maillist_moderators = 7, 7, 7
+    st.set_limits(D, lim)
+    assert db.query("SELECT perm_maillist FROM limits WHERE domain = %s", (D,)) == [(511,)]
+    got = st.limits(D)
+    assert (got.perm_maillist, got.perm_maillist_users, got.perm_maillist_moderators) == (7, 7, 7)
+
+
+def test_i13_04_sql_ascii_database_rows_the_c_tools_wrote(tmp_path, postgres):  # noqa: F811
+    """A SQL_ASCII database (initdb under the C locale; many vpgsql.c sites): the server keeps the
+    bytes the C tools sent, latin1 included.  A UTF-8 session would fail every read of such a row;
+    vcli reads it (as cdb reads vpasswd), and what it writes is UTF-8."""
+    import subprocess
+
+    from psycopg import sql as psql
+    from sqlservers import Database
+    from storeenv import tool
+
+    base = postgres.new_database()
+    name = base.database + "_ascii"
+    admin = postgres.admin()
+    admin.execute(psql.SQL("CREATE DATABASE {} OWNER {} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' "
+                           "TEMPLATE template0").format(psql.Identifier(name), psql.Identifier(base.user)))
+    admin.close()
+    db = Database("pgsql", base.host, base.port, base.user, base.password, name, postgres)
+    env = make_sql_env(tmp_path, db)
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    check(env, ["vadduser", "-c", "é😀", f"bob@{D}", "Bob-pass1"])
+    conn = postgres.connect(name, base.user, base.password)
+    conn.execute("SET client_encoding = 'SQL_ASCII'")
+    conn.execute("UPDATE vpopmail SET pw_gecos = convert_from('\\x436166e9'::bytea, 'SQL_ASCII') "
+                 "WHERE pw_name = 'postmaster'")  # 'Caf' + latin1 e-acute, as a C tool stores it
+    assert conn.execute("SELECT octet_length(pw_gecos) FROM vpopmail ORDER BY pw_name").fetchall() == [(6,), (4,)]
+    conn.close()
+    r = subprocess.run([tool("vuserinfo"), "-c", f"postmaster@{D}"], env=env, capture_output=True)
+    assert (r.returncode, r.stdout, r.stderr) == (0, b"Caf\xe9\n", b"")
+    check(env, ["vuserinfo", "-c", f"bob@{D}"], out="é😀\n")
+    check(env, ["vuserinfo", "-n", "-D", D], out=f"{'-' * 42}\nbob\n{'-' * 42}\npostmaster\n")

@@ -160,10 +160,29 @@ def connect_args(server, timeout: float = 5.0) -> dict:
 def connect(server, create_db: bool = False, timeout: float = 5.0):
     """A psycopg connection in autocommit mode: a read is one statement, a change is the explicit
     transaction `begin` opens (so a failed read never leaves an aborted transaction behind, and
-    an idle daemon holds no snapshot).  `create_db` is ignored: vpgsql.c never creates one."""
+    an idle daemon holds no snapshot).  `create_db` is ignored: vpgsql.c never creates one.
+
+    The session speaks UTF-8, except to a SQL_ASCII database (what initdb makes under the C
+    locale, and what many vpgsql.c sites run): the server stores bytes unchecked there, rows the
+    C tools wrote may hold latin1, and a UTF-8 session would fail every read of such a row.  Then
+    the session stays SQL_ASCII: text comes back as bytes (decoded as the cdb module decodes
+    vpasswd) and goes out as UTF-8."""
     import psycopg
 
-    return psycopg.connect(**connect_args(server, timeout))
+    conn = psycopg.connect(**connect_args(server, timeout))
+    if conn.info.parameter_status("server_encoding") == "SQL_ASCII":
+        conn.execute("SET client_encoding = 'SQL_ASCII'")
+    return conn
+
+
+def preload_driver() -> None:
+    """The daemon imports the driver before it drops its privileges (the venv may be unreadable
+    afterwards).  psycopg loads everything a connection, a query, a server-side cursor and an
+    error need at import (checked: a session against a real server imports nothing more)."""
+    import psycopg
+
+    psycopg.pq.version()
+    del psycopg
 
 
 # SQLSTATE classes (PostgreSQL appendix A) -> what the shared module does about them
@@ -229,6 +248,10 @@ class PgsqlDialect:
     label = LABEL
     lastauth_user = "userid"  # vpgsql.h's column (vmysql.h: `user`)
     has_aliasdomains = True  # not in vpgsql.c; kept when a site turns sql_aliasdomains on by hand
+    has_limits = True  # the same for mysql_limits (ENABLE_MYSQL_LIMITS)
+    perm_maillist_max = 32767  # a smallint: vpopmail's combined value (up to 511) fits
+    tables_query = ("SELECT table_name FROM information_schema.tables "
+                    "WHERE table_schema = current_schema() AND table_name")
     columns_query = ("SELECT column_name, character_maximum_length FROM information_schema.columns "
                      "WHERE table_schema = current_schema() AND table_name = %s")
 
@@ -272,14 +295,15 @@ class PgsqlDialect:
         return TABLES[kind]
 
     @staticmethod
-    def create_table(quoted: str, layout: str) -> str:
+    def create_table(quoted: str, layout: str, temporary: bool = False) -> str:
         """The table (with the indexes its layout needs) if it does not exist yet -- and nothing
         at all if it does.  Not `CREATE TABLE IF NOT EXISTS`: PostgreSQL checks the CREATE right
         on the schema before it looks, so on a site whose tables belong to another role and whose
         vpopmail role may only read and write rows (PostgreSQL 15 no longer lets every role create
         in `public`) every command would fail; and an index is never added to a table vcli did
-        not make.  Two processes creating it at once: the loser's duplicate is ignored."""
-        out = [f"CREATE TABLE {quoted} ( {layout} )"]
+        not make.  Two processes creating it at once: the loser's duplicate is ignored.
+        `temporary` (a dry run): a TEMPORARY table, gone with the session."""
+        out = [f"CREATE {'TEMPORARY TABLE' if temporary else 'TABLE'} {quoted} ( {layout} )"]
         raw = quoted[1:-1].replace('""', '"')
         if layout == user_table_layout(True, False):
             out.append(f"CREATE INDEX {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "

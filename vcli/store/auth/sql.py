@@ -284,7 +284,7 @@ class SqlAuth:
         what vpopmail creates today, sql.md §3.10); read once per process."""
         if table not in self._widths:
             rows = self._read("update", lambda c: (c.execute(self.d.columns_query, (table,)), c.fetchall())[1])
-            self._widths[table] = {str(name).lower(): int(w) for name, w in rows or () if w is not None}
+            self._widths[table] = {str(_text(name)).lower(): int(w) for name, w in rows or () if w is not None}
         return self._widths[table]
 
     def check_values(self, table: str, values: dict[str, object]) -> None:
@@ -543,9 +543,10 @@ class SqlAuth:
         for col, field in LIMIT_COLS:
             if col == "perm_maillist":
                 v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
-                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                top = getattr(self.d, "perm_maillist_max", 127)  # MySQL: a signed TINYINT (pgsql: smallint)
+                if v > top:  # vpopmail's value does not fit, refuse rather than cut
                     raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
-                                  "holds at most 127", -36)
+                                  f"holds at most {top}", -36)
                 values[col] = v
             else:
                 values[col] = int(getattr(lim, field))
