@@ -435,3 +435,101 @@ def test_i13_05_mysql_limits_table(tmp_path, db, cdb):
         st.ok("vmoddomlimits", "-P", "3", D)
         st.ok("vdeldomain", D)
         assert db.query("SELECT COUNT(*) FROM limits") == [(0,)]
+
+
+def test_i13_05_valias_table(tmp_path, db, cdb):
+    """VALIAS: valias writes rows of the valias table (no .qmail-<alias> files), and lists them as
+    cdb lists its files: the same output on both sites."""
+    with fast_base(tmp_path / "va") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("VALIAS",))
+        for s in (st, cdb):
+            s.ok("vadddomain", D, "Pm-pass1")
+        for argv in (("valias", "-i", f"bob@{D}", f"info@{D}"), ("valias", "-i", "&carol@elsewhere.test", f"info@{D}"),
+                     ("valias", "-i", f"bob@{D}", f"info@{D}"), ("valias", "-i", "x@y.test", f"sales@{D}"),
+                     ("valias", D), ("valias", "-n", D), ("valias", f"info@{D}"), ("valias", "-d", f"sales@{D}"),
+                     ("valias", "-d", f"sales@{D}"), ("valias", D)):
+            a, c = st.run(*argv), cdb.run(*argv)
+            assert (a.rc, a.out, a.err) == (c.rc, c.out, c.err), argv
+        assert db.query("SELECT alias, domain, valias_line FROM valias ORDER BY id") == [
+            ("info", D, f"bob@{D}"), ("info", D, "&carol@elsewhere.test")]
+        assert not list(st.ddir(D).glob(".qmail-info*"))
+        st.ok("vdeldomain", D)
+        assert db.query("SELECT COUNT(*) FROM valias") == [(0,)]
+
+
+def test_i13_05_ip_alias_map_table(tmp_path, db):
+    """IP_ALIAS_DOMAINS: vipmap works on the ip_alias_map table (no etc/ip_alias_map); one domain
+    per address, as the table's key makes it (sql.md §4.14)."""
+    with fast_base(tmp_path / "ip") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("IP_ALIAS_DOMAINS",))
+        st.ok("vadddomain", D, "Pm-pass1")
+        st.ok("vadddomain", "other.test", "Pm-pass1")
+        for ip, dom in (("10.0.0.1", D), ("2001:db8::1", "other.test"), ("10.0.0.1", "other.test")):
+            assert st.run("vipmap", "-a", ip, dom).t == (0, "", "")
+        assert st.ok("vipmap", "-p").out == "10.0.0.1 other.test\n2001:db8::1 other.test\n"
+        assert db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr") == [
+            ("10.0.0.1", "other.test"), ("2001:db8::1", "other.test")]
+        assert st.run("vipmap", "-d", "10.0.0.1", D).rc == 255  # not that pair
+        assert st.run("vipmap", "-d", "10.0.0.1", "other.test").t == (0, "", "")
+        assert st.ok("vipmap", "-p").out == "2001:db8::1 other.test\n"
+        assert st.run("vipmap", "-a", "10.0.0.300", D).rc == 255
+        assert st.run("vipmap", "-a", "10.0.0.2", "nodomain.test").rc == 245
+        assert not (st.vp / "etc" / "ip_alias_map").exists()
+
+
+def test_i13_03_two_line_file_listings_from_line_1_changes_on_line_2(tmp_path, db, mariadb):
+    """vpopmail.mysql with two lines (sql.md §2.3): line 1 (here a SELECT-only login) serves the
+    listings, line 2 every change and -- without MYSQL_REPLICATION -- the single-record reads.
+    A broken line 1 fails the listing in one line naming it; lookups and changes still work."""
+    ro, ro_pw = f"ro{db.user}"[:32], "Read-only-1"
+    conn = mariadb.admin()
+    with conn.cursor() as cur:
+        cur.execute("CREATE USER %s@'127.0.0.1' IDENTIFIED BY %s", (ro, ro_pw))
+        cur.execute(f"GRANT SELECT ON `{db.database}`.* TO %s@'127.0.0.1'", (ro,))
+    conn.close()
+    with fast_base(tmp_path / "two") as b:
+        st = CliStore(b)
+        line2 = db.db_line()
+        write_site(st.vp, "mysql", db, db_text=f"127.0.0.1|{db.port}|{ro}|{ro_pw}|{db.database}\n" + line2)
+        st.ok("vadddomain", D, "Pm-pass1")
+        st.ok("vadduser", f"bob@{D}", "Bob-pass1")
+        assert st.ok("vuserinfo", "-n", "-D", D).out.split() == ["-" * 42, "bob", "-" * 42, "postmaster"]
+        # the listing really came from line 1: that login is seen by the server
+        write_site(st.vp, "mysql", db, db_text=f"127.0.0.1|{db.port}|{ro}|wrong|{db.database}\n" + line2)
+        r = st.run("vuserinfo", "-n", "-D", D)
+        assert r.rc == 77 and r.err.startswith(f"Error: MySQL server 127.0.0.1:{db.port}: Access denied for user "
+                                               f"'{ro}'"), r
+        assert st.ok("vuserinfo", "-n", f"bob@{D}").out == "bob\n"
+        st.ok("vdeluser", f"bob@{D}")
+
+
+def test_i13_03_vchkpw_writes_the_lastauth_row(my):
+    """A good login through vchkpw REPLACEs the lastauth row with the client's IP (sql.md §4.10,
+    §10 item 5); a wrong password writes nothing; an alias-domain login lands under the real domain."""
+    import subprocess
+
+    from cli_helpers import tool
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadduser", f"bob@{D}", "Bob-pass1")
+    my.ok("vaddaliasdomain", D, "alias.test")
+
+    def chk(login: str, pw: str, ip: str) -> int:
+        r, w = os.pipe()
+        os.write(w, login.encode() + b"\0" + pw.encode() + b"\0")
+        os.close(w)
+        try:
+            p = subprocess.run([tool("vchkpw"), "/bin/true"], env=dict(my.env, TCPREMOTEIP=ip),
+                               capture_output=True, pass_fds=(3, r), preexec_fn=lambda: os.dup2(r, 3), timeout=30)
+        finally:
+            os.close(r)
+        return p.returncode
+
+    before = my.db.query("SELECT remote_ip, timestamp FROM lastauth WHERE user = 'bob'")
+    assert chk(f"bob@{D}", "wrong", "192.0.2.9") == 3
+    assert my.db.query("SELECT remote_ip, timestamp FROM lastauth WHERE user = 'bob'") == before
+    assert chk("bob@alias.test", "Bob-pass1", "192.0.2.7") == 0
+    assert my.db.query("SELECT domain, remote_ip FROM lastauth WHERE user = 'bob'") == [(D, "192.0.2.7")]
+    assert my.ok("vuserinfo", "-l", f"bob@{D}").out.endswith("last auth ip: 192.0.2.7\n")

@@ -690,3 +690,45 @@ def test_i13_04_sql_ascii_database_rows_the_c_tools_wrote(tmp_path, postgres):  
     assert (r.returncode, r.stdout, r.stderr) == (0, b"Caf\xe9\n", b"")
     check(env, ["vuserinfo", "-c", f"bob@{D}"], out="é😀\n")
     check(env, ["vuserinfo", "-n", "-D", D], out=f"{'-' * 42}\nbob\n{'-' * 42}\npostmaster\n")
+
+
+def test_i13_04_ip_alias_map_with_full_ipv6_addresses(tmp_path, postgres):  # noqa: F811
+    """IP_ALIAS_DOMAINS: vipmap on the ip_alias_map table; a full-length IPv6 address (39
+    characters) fits, where vpgsql.h's varchar(18) refuses it."""
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db, add=("IP_ALIAS_DOMAINS",))
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    check(env, ["vadddomain", "other.test", "Pm-pass1"])
+    ip6 = "2001:0db8:85a3:0000:0000:8a2e:0370:7334"
+    for ip, dom in (("10.0.0.1", D), (ip6, "other.test"), ("10.0.0.1", "other.test")):
+        check(env, ["vipmap", "-a", ip, dom])
+    check(env, ["vipmap", "-p"], out=f"10.0.0.1 other.test\n{ip6} other.test\n")
+    assert db.query("SELECT ip_addr, domain FROM ip_alias_map ORDER BY ip_addr") == [
+        ("10.0.0.1", "other.test"), (ip6, "other.test")]
+    check(env, ["vipmap", "-d", ip6, "other.test"])
+    check(env, ["vipmap", "-p"], out="10.0.0.1 other.test\n")
+    assert not os.path.exists(f"{env['VPOPMAIL_DIR']}/etc/ip_alias_map")
+
+
+def test_i13_04_vpopmail_pgsql_fields_vpgsql_cannot_pass(tmp_path, postgres):  # noqa: F811
+    """vpgsql.c pastes the fields unquoted into its connect string, so a password with a blank or
+    a quote breaks it, and its line must end with a newline.  vcli passes each field as a value:
+    such a password works, and so do a last line without a newline and, in the port field, the
+    server's Unix-socket directory (port 0: libpq's default, here PGPORT)."""
+    from psycopg import sql as psql
+
+    db = postgres.new_database()
+    password = "it's a \"pass\\word\" = x"
+    admin = postgres.admin()
+    admin.execute(psql.SQL("ALTER ROLE {} PASSWORD {}").format(psql.Identifier(db.user), psql.Literal(password)))
+    admin.close()
+    env = make_sql_env(tmp_path, db)
+    vp = tmp_path / "vpopmail"
+    write_site(vp, "pgsql", db_text=f"{db.host}|{db.port}|{db.user}|{password}|{db.database}")  # no newline
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    check(env, ["vuserinfo", "-n", f"postmaster@{D}"], out="postmaster\n")
+    write_site(vp, "pgsql", db_text=f"localhost|{postgres.dir}|{db.user}|{password}|{db.database}\n")
+    check(dict(env, PGPORT=str(db.port)), ["vuserinfo", "-n", f"postmaster@{D}"], out="postmaster\n")
+    r = run(env, "vuserinfo", f"postmaster@{D}")  # the socket of the default port is not there
+    assert r.returncode == 69 and r.stderr.splitlines() == [
+        f"Error: PostgreSQL server {postgres.dir} unreachable: No such file or directory"], r.stderr

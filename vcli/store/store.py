@@ -741,8 +741,14 @@ class Store(BackendCommon):
         """Alias edits serialise on the domain's .vpasswd.lock: a `.qmail-x.lock` would itself be an alias."""
         return locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry))
 
+    def _valias(self) -> bool:
+        """VALIAS on an SQL site: the aliases are rows of the valias table, not .qmail files."""
+        return self.s.valias and hasattr(self.auth, "valias_names")
+
     def alias_names(self, domain: str) -> list[str]:
         entry = self.real_entry(domain)
+        if self._valias():
+            return self.auth.valias_names(entry)
         out = []
         try:
             items = list(os.scandir(entry.dir))
@@ -759,7 +765,10 @@ class Store(BackendCommon):
     def alias_lines(self, domain: str, alias: str) -> list[str] | None:
         """Lines of one alias, or None when it does not exist."""
         entry = self.real_entry(domain)
-        data = read_bytes(self._alias_path(entry, alias))
+        path = self._alias_path(entry, alias)
+        if self._valias():
+            return self.auth.valias_lines(entry, alias.lower())
+        data = read_bytes(path)
         if data is None:
             return None
         return data.decode("utf-8", "surrogateescape").splitlines()
@@ -774,6 +783,9 @@ class Store(BackendCommon):
             raise BadCharacter()
         if len(line) >= MAX_ALIAS_LINE:
             raise TooLong("alias line too long (max=160)", -32)
+        if self._valias():
+            self.auth.valias_add(entry, alias.lower(), line, allow_duplicate)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path) or b""
             lines = data.decode("utf-8", "surrogateescape").splitlines()
@@ -786,6 +798,9 @@ class Store(BackendCommon):
         """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():  # vpopmail's DELETE compares the whole line (sql.md §4.12)
+            self.auth.valias_remove(entry, alias.lower(), prefix)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path)
             if data is None:
@@ -796,6 +811,9 @@ class Store(BackendCommon):
     def delete_alias(self, domain: str, alias: str) -> None:
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():
+            self.auth.valias_delete(entry, alias.lower())
+            return
         try:
             remove_file(path)
         except FileNotFoundError:
@@ -811,24 +829,43 @@ class Store(BackendCommon):
         if not self.s.ip_alias_domains:
             raise IpAliasDomainsOff()
 
+    def _ip_map_table(self) -> bool:
+        """An SQL site keeps the map in its ip_alias_map table (one domain per address)."""
+        return hasattr(self.auth, "ipmap_list")
+
     def ip_maps(self) -> list[tuple[str, str]]:
-        """(ip, domain) of etc/ip_alias_map in file order."""
+        """(ip, domain) of etc/ip_alias_map in file order (SQL: the table's rows by address)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_list()
         return ipmap.read_maps(self.ip_map_path)
 
     def get_ip_map(self, ip: str) -> str | None:
         """The domain of the first line for this IP, or None."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_get(ipmap.check_ip(ip))
         return ipmap.lookup(self.ip_map_path, ipmap.check_ip(ip))
 
     def add_ip_map(self, ip: str, domain: str) -> None:
-        """Map an IP to an existing domain (the same pair again moves to the end)."""
+        """Map an IP to an existing domain (the same pair again moves to the end; SQL: the
+        address's row now names this domain)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            ipmap.check_ip(ip)
+            if self.find_domain(domain.lower()) is None:
+                raise ipmap.DomainNotFound(f"domain {domain.lower()} does not exist")
+            self.auth.ipmap_add(ip, domain.lower())
+            return
         ipmap.add(self, self.ip_map_path, ip, domain, self.lock_wait)
 
     def del_ip_map(self, ip: str, domain: str) -> None:
         """Drop one IP-domain pair; IpMapNotFound when it is not there."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            if not self.auth.ipmap_delete(ipmap.check_ip(ip), domain.lower()):
+                raise ipmap.IpMapNotFound(f"no ip map {ip} {domain.lower()}")
+            return
         ipmap.delete(self.ip_map_path, ip, domain, self.lock_wait)
 
 

@@ -66,9 +66,9 @@ class MysqlDialect:
     has_aliasdomains = True  # SQL_ALIASDOMAINS exists for vmysql.c only (sql.md §6)
     has_limits = True  # so does ENABLE_MYSQL_LIMITS (§1)
     lastauth_user = "user"
-    tables_query = "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME"
-    columns_query = ("SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
-                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s")
+    # (table, column, character width) of some tables of the database: `+ " IN (%s, ...)"`
+    columns_query = ("SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
+                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME")
 
     _errors = None
 

@@ -250,10 +250,9 @@ class PgsqlDialect:
     has_aliasdomains = True  # not in vpgsql.c; kept when a site turns sql_aliasdomains on by hand
     has_limits = True  # the same for mysql_limits (ENABLE_MYSQL_LIMITS)
     perm_maillist_max = 32767  # a smallint: vpopmail's combined value (up to 511) fits
-    tables_query = ("SELECT table_name FROM information_schema.tables "
-                    "WHERE table_schema = current_schema() AND table_name")
-    columns_query = ("SELECT column_name, character_maximum_length FROM information_schema.columns "
-                     "WHERE table_schema = current_schema() AND table_name = %s")
+    # (table, column, character width) of some tables of the schema: `+ " IN (%s, ...)"`
+    columns_query = ("SELECT table_name, column_name, character_maximum_length FROM information_schema.columns "
+                     "WHERE table_schema = current_schema() AND table_name")
 
     quote = staticmethod(quote_ident)
     where = staticmethod(where)

@@ -65,7 +65,7 @@ IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) befor
 _FIELD = {"pw_name": ("user name", -25), "user": ("user name", -25), "pw_domain": ("domain name", -26),
           "domain": ("domain name", -26), "alias": ("domain name", -26), "pw_passwd": ("password", -27),
           "pw_gecos": ("gecos", -28), "pw_shell": ("quota", -29), "pw_dir": ("dir", -30),
-          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "the_dir": ("dir", -30)}
+          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "ip_addr": ("ip", -34), "the_dir": ("dir", -30)}
 
 
 def munch(domain: str) -> str:
@@ -261,30 +261,43 @@ class SqlAuth:
             need.append(("aliasdomains", None))
         if self.has_limits_table:
             need.append(("limits", None))
+        if self.s.valias:
+            need.append(("valias", None))
         self._ensure_all(need)
 
     def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        """One information_schema query tells which of the tables exist and their column widths;
+        only the missing ones are created."""
         need = [(t, k) for t, k in need if t not in self._ready]
         if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
-            names = [t for t, _ in need]
-            cur.execute(self.d.tables_query + f" IN ({', '.join(['%s'] * len(names))})", names)
-            self._ready |= {str(_text(r[0])) for r in cur.fetchall()}
+            self._load_columns(cur, [t for t, _ in need])
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
 
+    def _load_columns(self, cur, tables: list[str]) -> None:
+        """Widths of the tables that exist (marked ready); the others are left unknown."""
+        cur.execute(self.d.columns_query + f" IN ({', '.join(['%s'] * len(tables))})", tables)
+        found: dict[str, dict[str, int]] = {}
+        for table, name, width in cur.fetchall():
+            cols = found.setdefault(str(_text(table)), {})
+            if width is not None:
+                cols[str(_text(name)).lower()] = int(width)
+        self._widths.update(found)
+        self._ready |= set(found)
+
     def widths(self, table: str) -> dict[str, int]:
         """Column -> character width of an existing table (a legacy table may be narrower than
         what vpopmail creates today, sql.md §3.10); read once per process."""
         if table not in self._widths:
-            rows = self._read("update", lambda c: (c.execute(self.d.columns_query, (table,)), c.fetchall())[1])
-            self._widths[table] = {str(_text(name)).lower(): int(w) for name, w in rows or () if w is not None}
+            self._read("update", lambda c: self._load_columns(c, [table]))
+            self._widths.setdefault(table, {})
         return self._widths[table]
 
     def check_values(self, table: str, values: dict[str, object]) -> None:
@@ -560,6 +573,88 @@ class SqlAuth:
         with self._txn() as cur:
             cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
 
+    # --- VALIAS: aliases in the valias table instead of .qmail-<alias> files (§3.5, §4.12) ------------
+
+    def valias_names(self, entry: AssignEntry) -> list[str]:
+        """select distinct alias ... order by alias (the server's collation orders them)."""
+        sql = f"SELECT DISTINCT alias FROM {self.d.quote('valias')} WHERE domain = %s ORDER BY alias"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows or ()]
+
+    def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
+        """The alias's lines in the order they were added; None when it has none."""
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows] if rows else None
+
+    def valias_add(self, entry: AssignEntry, alias: str, line: str, allow_duplicate: bool = False) -> None:
+        """valias_insert (leading blanks dropped); an exact duplicate refused as the valias tool does."""
+        from ...errors import AliasExists
+
+        line = line.lstrip(" \t")
+        values = {"alias": alias, "domain": entry.real, "valias_line": line}
+        self._ensure_one("valias")
+        self.check_values("valias", values)
+        with self._txn() as cur:
+            if not allow_duplicate:
+                cur.execute(f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s "
+                            "FOR UPDATE", (alias, entry.real))
+                if any(_text(r[0]) == line for r in cur.fetchall()):
+                    raise AliasExists(f"alias {alias}@{entry.real} -> {line} already exists.")
+            cur.execute(f"INSERT INTO {self.d.quote('valias')} (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                        tuple(values.values()))
+
+    def valias_remove(self, entry: AssignEntry, alias: str, line: str) -> None:
+        """valias_remove: the rows whose line equals `line` (an exact match, as vpopmail's DELETE;
+        the file module matches a prefix); AliasNotFound when the alias has no line at all."""
+        self._valias_delete(entry, alias, line)
+
+    def valias_delete(self, entry: AssignEntry, alias: str) -> None:
+        self._valias_delete(entry, alias, None)
+
+    def _valias_delete(self, entry: AssignEntry, alias: str, line: str | None) -> None:
+        from ...errors import AliasNotFound
+
+        self._ensure_one("valias")
+        qt = self.d.quote("valias")
+        with self._txn() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            if not cur.fetchone()[0]:
+                raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
+            if line is None:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            else:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND valias_line = %s AND domain = %s",
+                            (alias, line, entry.real))
+
+    # --- IP_ALIAS_DOMAINS: the ip_alias_map table instead of etc/ip_alias_map (§3.8, §4.14) ----------
+    # One domain per address (the key is ip_addr): adding a mapping for an address replaces its domain.
+
+    def ipmap_list(self) -> list[tuple[str, str]]:
+        sql = f"SELECT ip_addr, domain FROM {self.d.quote('ip_alias_map')} ORDER BY ip_addr"
+        rows = self._read("read", lambda cur: (cur.execute(sql), cur.fetchall())[1])
+        return [(_text(a), _text(b) or "") for a, b in rows or ()]
+
+    def ipmap_get(self, ip: str) -> str | None:
+        sql = f"SELECT domain FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s"
+        row = self._read("read", lambda cur: (cur.execute(sql, (ip,)), cur.fetchone())[1])
+        return _text(row[0]) if row else None
+
+    def ipmap_add(self, ip: str, domain: str) -> None:
+        values = {"ip_addr": ip, "domain": domain}
+        self._ensure_one("ip_alias_map")
+        self.check_values("ip_alias_map", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("ip_alias_map", list(values), ["ip_addr"]), tuple(values.values()))
+
+    def ipmap_delete(self, ip: str, domain: str) -> bool:
+        """DELETE by ip and domain; whether a row went."""
+        self._ensure_one("ip_alias_map")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s AND domain = %s",
+                        (ip, domain))
+            return cur.rowcount > 0
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
@@ -581,6 +676,8 @@ class SqlAuth:
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
             if self.has_limits_table:
                 cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+            if self.s.valias:
+                cur.execute(f"DELETE FROM {self.d.quote('valias')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
@@ -861,6 +958,10 @@ class _Cursor:
         if j is not None:
             j.note("sql", _shown(sql, params))
         return self.cur.execute(sql, params)
+
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
 
     def fetchone(self):
         return self.cur.fetchone()
