@@ -732,3 +732,59 @@ def test_i13_04_vpopmail_pgsql_fields_vpgsql_cannot_pass(tmp_path, postgres):  #
     r = run(env, "vuserinfo", f"postmaster@{D}")  # the socket of the default port is not there
     assert r.returncode == 69 and r.stderr.splitlines() == [
         f"Error: PostgreSQL server {postgres.dir} unreachable: No such file or directory"], r.stderr
+
+
+@pytest.fixture()
+def pg(tmp_path, postgres):  # noqa: F811
+    """A CliStore (on tmpfs where there is one, reachable by the vpopmail user vchkpw drops to)
+    whose site is PostgreSQL-built (default configure: many-domains, auth logging)."""
+    from cli_helpers import CliStore, fast_base
+
+    db = postgres.new_database()
+    with fast_base(tmp_path / "pg") as b:
+        st = CliStore(b)
+        write_site(st.vp, "pgsql", db)
+        st.db = db
+        yield st
+
+
+def test_i13_04_vchkpw_writes_the_lastauth_row(pg):
+    """A good login through vchkpw upserts the lastauth row (userid, the real domain, the client's
+    IPv6 address: too wide for vpgsql.h's 18); a wrong password writes nothing."""
+    import subprocess
+
+    from cli_helpers import tool
+
+    pg.ok("vadddomain", D, "Pm-pass1")
+    pg.ok("vadduser", f"bob@{D}", "Bob-pass1")
+    pg.ok("vaddaliasdomain", D, "alias.test")
+
+    def chk(login: str, pw: str, ip: str) -> int:
+        r, w = os.pipe()
+        os.write(w, login.encode() + b"\0" + pw.encode() + b"\0")
+        os.close(w)
+        try:
+            p = subprocess.run([tool("vchkpw"), "/bin/true"], env=dict(pg.env, TCPREMOTEIP=ip),
+                               capture_output=True, pass_fds=(3, r), preexec_fn=lambda: os.dup2(r, 3), timeout=30)
+        finally:
+            os.close(r)
+        return p.returncode
+
+    ip6 = "2001:db8:85a3:1234:5678:8a2e:370:7334"
+    before = pg.db.query("SELECT remote_ip, timestamp FROM lastauth WHERE userid = 'bob'")
+    assert chk(f"bob@{D}", "wrong", ip6) == 3
+    assert pg.db.query("SELECT remote_ip, timestamp FROM lastauth WHERE userid = 'bob'") == before
+    assert chk("bob@alias.test", "Bob-pass1", ip6) == 0
+    assert pg.db.query("SELECT domain, remote_ip FROM lastauth WHERE userid = 'bob'") == [(D, ip6)]
+    assert pg.ok("vuserinfo", "-l", f"bob@{D}").out.endswith(f"last auth ip: {ip6}\n")
+
+
+def test_i13_04_name_wider_than_lastauth_userid_refused(pg):
+    """lastauth.userid is 32 wide while names may be 64: vpgsql.c's vadduser then fails its
+    lastauth INSERT (-23) after the user row is in; we refuse before anything is written."""
+    pg.ok("vadddomain", D, "Pm-pass1")
+    before = (pg.snapshot(), pg.db.query("SELECT * FROM vpopmail"), pg.db.query("SELECT * FROM dir_control"))
+    r = pg.run("vadduser", "a" * 33 + f"@{D}", "Bob-pass1")
+    assert r.t == (231, "", "Error: user name too long for lastauth.userid (max=32)\n")
+    assert (pg.snapshot(), pg.db.query("SELECT * FROM vpopmail"), pg.db.query("SELECT * FROM dir_control")) == before
+    pg.ok("vadduser", "a" * 32 + f"@{D}", "Bob-pass1")
