@@ -788,3 +788,52 @@ def test_i13_04_name_wider_than_lastauth_userid_refused(pg):
     assert r.t == (231, "", "Error: user name too long for lastauth.userid (max=32)\n")
     assert (pg.snapshot(), pg.db.query("SELECT * FROM vpopmail"), pg.db.query("SELECT * FROM dir_control")) == before
     pg.ok("vadduser", "a" * 32 + f"@{D}", "Bob-pass1")
+
+
+def test_i13_04_daemon_serves_a_pgsql_site_and_survives_dropped_connections(tmp_path, postgres):  # noqa: F811
+    """A real vpopmaild with two workers on a PostgreSQL site: each worker opens its own
+    connections after the fork; when the server terminates them (pg_terminate_backend: SQLSTATE
+    57P01), the next command opens them again once."""
+    from cli_helpers import CliStore, fast_base, patched_environ
+    from daemon_helpers import Client, Daemon, mask
+
+    from vcli import flags as F
+    from vcli.model import NewUser, UserChanges
+    from vcli.store.store import Store
+
+    db = postgres.new_database()
+    with fast_base(tmp_path) as b:
+        st = CliStore(b)
+        write_site(st.vp, "pgsql", db)
+        with patched_environ(st.env):
+            store = Store(load_settings())
+            store.add_domain("admin.test", "Admin-pm1")
+            store.add_user("admin.test", NewUser("sysadmin", "SysPass1"))
+            store.mod_user("sysadmin", "admin.test", UserChanges(set_flags=F.SA_ADMIN))
+            store.add_domain(D, "Pm-pass1")
+        with Daemon(st.env, "--workers", "2") as d:
+            c = Client(d.port)
+            assert c.cmd("slogin sysadmin@admin.test SysPass1") == b"+OK \r\n"
+            assert c.cmd(f"add_user bob@{D} Bob-pass1") == b"+OK \r\n"
+            info = mask(c.cmd(f"user_info bob@{D}"))
+            assert info.startswith(b"+OK+\r\nname bob\r\ncomment bob\r\nquota NOQUOTA\r\n"), info
+            u = Client(d.port)
+            assert u.cmd(f"login bob@{D} wrong") == b"-ERR 8.207 Invalid Login\r\n"
+            u.close()
+            admin = postgres.admin()
+            gone = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+                                 (db.user,)).fetchall()
+            admin.close()
+            assert gone and all(ok for (ok,) in gone)
+            assert c.cmd(f"user_info bob@{D}").startswith(b"+OK+\r\nname bob\r\n")
+            admin = postgres.admin()  # again, and this time a change comes first
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (db.user,))
+            admin.close()
+            assert c.cmd(f"add_user carol@{D} Carol-pw1") == b"+OK \r\n"
+            assert c.cmd(f"del_user bob@{D}") == b"+OK \r\n"
+            assert c.cmd(f"user_info bob@{D}").startswith(b"-ERR")
+            c.close()
+            err = d.stop()
+        assert "Traceback" not in err
+        assert db.query("SELECT count(*) FROM vpopmail WHERE pw_name = 'bob'") == [(0,)]
+        assert not (st.ddir(D) / "bob").exists()

@@ -199,7 +199,7 @@ _KINDS = {
     "22021": "bad_bytes", "22P05": "bad_bytes",  # not in the database's encoding
     "40001": "retry", "40P01": "retry",  # serialization failure, deadlock
 }
-_BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode")
+_BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode", "terminating connection")
 
 
 def error_kind(exc: BaseException) -> str | None:
