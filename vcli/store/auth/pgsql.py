@@ -196,15 +196,14 @@ _KINDS = {
     "42P01": "no_table",  # undefined table: create it, as vpopmail does
     "23505": "duplicate",  # unique violation
     "22001": "too_long",  # string data right truncation
-    "22021": "bad_bytes", "22P05": "bad_bytes",  # not in the database's encoding
-    "40001": "retry", "40P01": "retry",  # serialization failure, deadlock
+    "22021": "bad_value", "22P05": "bad_value",  # not in the database's encoding
 }
 _BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode", "terminating connection")
 
 
 def error_kind(exc: BaseException) -> str | None:
-    """What a driver exception means: down, denied, no_table, duplicate, too_long, bad_bytes,
-    retry; "error" for another server error; None if it is not a driver error."""
+    """What a driver exception means, in sql.py's kinds: down, denied, no_table, duplicate,
+    too_long, bad_value; "other" for another server error; None if it is not a driver error."""
     import psycopg
 
     if not isinstance(exc, psycopg.Error):
@@ -212,14 +211,14 @@ def error_kind(exc: BaseException) -> str | None:
     state = getattr(exc, "sqlstate", None) or ""
     if not state:
         if not isinstance(exc, psycopg.OperationalError):
-            return "error"
+            return "other"
         # a failed connect carries no SQLSTATE (libpq has no result to take it from): a FATAL
         # from the server is a refused login or database, unless the server is not taking any
         text = str(exc)
         if "FATAL:" in text and not any(x in text for x in _BUSY):
             return "denied"
         return "down"  # refused, timed out, closed, starting up, too many connections
-    return _KINDS.get(state) or _KINDS.get(state[:2]) or "error"
+    return _KINDS.get(state) or _KINDS.get(state[:2]) or "other"
 
 
 def error_text(exc: BaseException) -> str:
@@ -271,7 +270,7 @@ class PgsqlDialect:
 
     @staticmethod
     def classify(exc: BaseException) -> tuple[str, str]:
-        return error_kind(exc) or "error", error_text(exc)
+        return error_kind(exc) or "other", error_text(exc)
 
     @staticmethod
     def alive(conn) -> bool:
