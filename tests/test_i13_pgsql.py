@@ -837,3 +837,37 @@ def test_i13_04_daemon_serves_a_pgsql_site_and_survives_dropped_connections(tmp_
         assert "Traceback" not in err
         assert db.query("SELECT count(*) FROM vpopmail WHERE pw_name = 'bob'") == [(0,)]
         assert not (st.ddir(D) / "bob").exists()
+
+
+@pytest.mark.parametrize("c_made", [False, True])
+def test_i13_04_valias_table_on_postgresql(tmp_path, postgres, c_made):  # noqa: F811
+    """VALIAS: valias writes rows of the valias table and lists them as cdb lists its files, the
+    lines in the order they were added.  vpgsql.h's valias has no id column (and, made by
+    vpgsql.c, no index): ours gets the index, and either table works."""
+    from cli_helpers import CliStore, fast_base
+
+    db = postgres.new_database()
+    if c_made:  # vpgsql.h's VALIAS_TABLE_LAYOUT, its index statement being a syntax error
+        db.query("CREATE TABLE valias ( alias varchar(32) NOT NULL, domain varchar(96) NOT NULL, "
+                 "valias_line varchar(160) NOT NULL )")
+    with fast_base(tmp_path / "va") as b, fast_base(tmp_path / "cdb") as c:
+        pg, cdb = CliStore(b), CliStore(c)
+        write_site(pg.vp, "pgsql", db, add=("VALIAS",))
+        for s in (pg, cdb):
+            s.ok("vadddomain", D, "Pm-pass1")
+        for argv in (("valias", "-i", f"zed@{D}", f"info@{D}"), ("valias", "-i", "&carol@elsewhere.test", f"info@{D}"),
+                     ("valias", "-i", f"amy@{D}", f"info@{D}"), ("valias", "-i", f"zed@{D}", f"info@{D}"),
+                     ("valias", "-i", "x@y.test", f"sales@{D}"), ("valias", D), ("valias", "-n", D),
+                     ("valias", f"info@{D}"), ("valias", "-d", f"sales@{D}"), ("valias", "-d", f"sales@{D}"),
+                     ("valias", D)):
+            a, r = pg.run(*argv), cdb.run(*argv)
+            assert (a.rc, a.out, a.err) == (r.rc, r.out, r.err), argv
+        assert pg.ok("valias", f"info@{D}").out == (f"info@{D} -> zed@{D}\ninfo@{D} -> &carol@elsewhere.test\n"
+                                                    f"info@{D} -> amy@{D}\n")
+        assert sorted(db.query("SELECT alias, domain, valias_line FROM valias")) == sorted([
+            ("info", D, f"zed@{D}"), ("info", D, "&carol@elsewhere.test"), ("info", D, f"amy@{D}")])
+        idx = [n for (n,) in db.query("SELECT indexname FROM pg_indexes WHERE tablename = 'valias'")]
+        assert idx == ([] if c_made else ["valias_idx"])
+        assert not list(pg.ddir(D).glob(".qmail-info*"))
+        pg.ok("vdeldomain", D)
+        assert db.query("SELECT count(*) FROM valias") == [(0,)]

@@ -248,6 +248,9 @@ class PgsqlDialect:
     lastauth_user = "userid"  # vpgsql.h's column (vmysql.h: `user`)
     has_aliasdomains = True  # not in vpgsql.c; kept when a site turns sql_aliasdomains on by hand
     has_limits = True  # the same for mysql_limits (ENABLE_MYSQL_LIMITS)
+    # vpgsql.h's valias has no id (vmysql.h's AUTO_INCREMENT): the lines in the order they were
+    # stored, as vpgsql.c's unordered SELECT returns them (valias rows are never updated in place)
+    valias_order = "ctid"
     perm_maillist_max = 32767  # a smallint: vpopmail's combined value (up to 511) fits
     # (table, column, character width) of some tables of the schema: `+ " IN (%s, ...)"`
     columns_query = ("SELECT table_name, column_name, character_maximum_length FROM information_schema.columns "

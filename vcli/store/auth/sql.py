@@ -600,7 +600,8 @@ class SqlAuth:
 
     def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
         """The alias's lines in the order they were added; None when it has none."""
-        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        order = getattr(self.d, "valias_order", "id")  # pgsql: vpgsql.h's valias has no id column
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY {order}"
         rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
         return [_text(r[0]) for r in rows] if rows else None
 
