@@ -871,3 +871,31 @@ def test_i13_04_valias_table_on_postgresql(tmp_path, postgres, c_made):  # noqa:
         assert not list(pg.ddir(D).glob(".qmail-info*"))
         pg.ok("vdeldomain", D)
         assert db.query("SELECT count(*) FROM valias") == [(0,)]
+
+
+def test_i13_04_vdeloldusers_and_a_table_name_postgresql_would_cut(tmp_path, postgres):  # noqa: F811
+    """vdeloldusers reads the lastauth rows and deletes in one transaction; on a per-domain site a
+    domain whose table name is over 63 bytes (PostgreSQL would cut it, and two such domains would
+    share a table) is refused in one line before anything is made."""
+    db = postgres.new_database()
+    env = make_sql_env(tmp_path, db)
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    for u in ("old1", "old2", "new1"):
+        check(env, ["vadduser", f"{u}@{D}", "Pw-pass12"])
+    db.query("UPDATE lastauth SET timestamp = %s WHERE userid LIKE 'old%%'", (int(time.time()) - 400 * 86400,))
+    r = run(env, "vdeloldusers", "-a", "180", "-d", D, "-D")
+    assert r.returncode == 0, r.stderr
+    assert db.query("SELECT pw_name FROM vpopmail ORDER BY pw_name") == [("new1",), ("postmaster",)]
+    assert db.query("SELECT userid FROM lastauth ORDER BY userid") == [("new1",), ("postmaster",)]
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = %s", (D,)) == [(2,)]
+    assert not os.path.exists(f"{env['VPOPMAIL_DIR']}/domains/{D}/old1")
+
+    db2 = postgres.new_database()
+    (tmp_path / "pd").mkdir()
+    env2 = make_sql_env(tmp_path / "pd", db2, drop=("MANY_DOMAINS",))
+    long_domain = "a" * 60 + ".test"  # table a..a_test: 65 bytes
+    r = run(env2, "vadddomain", long_domain, "Pm-pass1")
+    assert r.returncode == 69 and len(r.stderr.splitlines()) == 1 and "cannot be a PostgreSQL table name" in r.stderr
+    assert not os.path.exists(f"{env2['VPOPMAIL_DIR']}/domains/{long_domain}")
+    assert long_domain not in (tmp_path / "pd" / "qmail" / "users" / "assign").read_text()
+    check(env2, ["vadddomain", "a" * 58 + ".test", "Pm-pass1"])  # 63 bytes: fits
