@@ -899,3 +899,17 @@ def test_i13_04_vdeloldusers_and_a_table_name_postgresql_would_cut(tmp_path, pos
     assert not os.path.exists(f"{env2['VPOPMAIL_DIR']}/domains/{long_domain}")
     assert long_domain not in (tmp_path / "pd" / "qmail" / "users" / "assign").read_text()
     check(env2, ["vadddomain", "a" * 58 + ".test", "Pm-pass1"])  # 63 bytes: fits
+
+
+def test_i13_04_values_exact_with_standard_conforming_strings_off(tmp_path, postgres):  # noqa: F811
+    """The one setting vpgsql.c's escaping is right for; bound values do not depend on it."""
+    db = postgres.new_database()
+    db.query(f'ALTER DATABASE "{db.database}" SET standard_conforming_strings = off')
+    assert db.query("SHOW standard_conforming_strings") == [("off",)]
+    env = make_sql_env(tmp_path, db, add=("CLEAR_PASS",))
+    check(env, ["vadddomain", D, "Pm-pass1"])
+    for i, text in enumerate(NASTY):
+        check(env, ["vadduser", "-c", text, f"u{i}@{D}", f"Pw{i}-{text}"])
+        check(env, ["vuserinfo", "-c", "-C", f"u{i}@{D}"], out=f"Pw{i}-{text}\n{text}\n")  # vpopmail's order
+    rows = dict(db.query("SELECT pw_name, pw_gecos FROM vpopmail WHERE pw_domain = %s", (D,)))
+    assert [rows[f"u{i}"] for i in range(len(NASTY))] == NASTY
