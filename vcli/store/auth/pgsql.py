@@ -7,9 +7,11 @@ upsert and insert-ignore forms, identifier quoting and the SQLSTATE classes of e
 The schema is vpgsql.h's, fixed where the C module cannot work on a default server (sql.md §7
 and §8 item 18), each fix a superset a C tool still reads and writes:
 
-* every CREATE is `CREATE TABLE IF NOT EXISTS` with the name double-quoted (vpgsql.c sends
-  `CREATE TABLE name` unquoted: a second vadddomain fails, and a per-domain table of a domain
-  starting with a digit, `123_com`, is a syntax error);
+* a table is created only when it is missing (a `DO` block testing `to_regclass`), with the
+  name double-quoted: vpgsql.c sends `CREATE TABLE name` unquoted every time, so a second
+  vadddomain fails and the per-domain table of a domain starting with a digit, `123_com`, is a
+  syntax error; and `CREATE TABLE IF NOT EXISTS` would need the CREATE right on the schema even
+  when the table exists, which a role that only reads and writes rows lacks;
 * `remote_ip` (lastauth) and `ip_addr` (ip_alias_map) are varchar(39), not 18: an IPv6
   address does not fit 18;
 * valias gets its (alias, domain) index (vpgsql.c's `create index ... ( (alias, domain) )` is
@@ -158,10 +160,29 @@ def connect_args(server, timeout: float = 5.0) -> dict:
 def connect(server, create_db: bool = False, timeout: float = 5.0):
     """A psycopg connection in autocommit mode: a read is one statement, a change is the explicit
     transaction `begin` opens (so a failed read never leaves an aborted transaction behind, and
-    an idle daemon holds no snapshot).  `create_db` is ignored: vpgsql.c never creates one."""
+    an idle daemon holds no snapshot).  `create_db` is ignored: vpgsql.c never creates one.
+
+    The session speaks UTF-8, except to a SQL_ASCII database (what initdb makes under the C
+    locale, and what many vpgsql.c sites run): the server stores bytes unchecked there, rows the
+    C tools wrote may hold latin1, and a UTF-8 session would fail every read of such a row.  Then
+    the session stays SQL_ASCII: text comes back as bytes (decoded as the cdb module decodes
+    vpasswd) and goes out as UTF-8."""
     import psycopg
 
-    return psycopg.connect(**connect_args(server, timeout))
+    conn = psycopg.connect(**connect_args(server, timeout))
+    if conn.info.parameter_status("server_encoding") == "SQL_ASCII":
+        conn.execute("SET client_encoding = 'SQL_ASCII'")
+    return conn
+
+
+def preload_driver() -> None:
+    """The daemon imports the driver before it drops its privileges (the venv may be unreadable
+    afterwards).  psycopg loads everything a connection, a query, a server-side cursor and an
+    error need at import (checked: a session against a real server imports nothing more)."""
+    import psycopg
+
+    psycopg.pq.version()
+    del psycopg
 
 
 # SQLSTATE classes (PostgreSQL appendix A) -> what the shared module does about them
@@ -175,15 +196,14 @@ _KINDS = {
     "42P01": "no_table",  # undefined table: create it, as vpopmail does
     "23505": "duplicate",  # unique violation
     "22001": "too_long",  # string data right truncation
-    "22021": "bad_bytes", "22P05": "bad_bytes",  # not in the database's encoding
-    "40001": "retry", "40P01": "retry",  # serialization failure, deadlock
+    "22021": "bad_value", "22P05": "bad_value",  # not in the database's encoding
 }
-_BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode")
+_BUSY = ("too many connections", "starting up", "shutting down", "in recovery mode", "terminating connection")
 
 
 def error_kind(exc: BaseException) -> str | None:
-    """What a driver exception means: down, denied, no_table, duplicate, too_long, bad_bytes,
-    retry; "error" for another server error; None if it is not a driver error."""
+    """What a driver exception means, in sql.py's kinds: down, denied, no_table, duplicate,
+    too_long, bad_value; "other" for another server error; None if it is not a driver error."""
     import psycopg
 
     if not isinstance(exc, psycopg.Error):
@@ -191,14 +211,14 @@ def error_kind(exc: BaseException) -> str | None:
     state = getattr(exc, "sqlstate", None) or ""
     if not state:
         if not isinstance(exc, psycopg.OperationalError):
-            return "error"
+            return "other"
         # a failed connect carries no SQLSTATE (libpq has no result to take it from): a FATAL
         # from the server is a refused login or database, unless the server is not taking any
         text = str(exc)
         if "FATAL:" in text and not any(x in text for x in _BUSY):
             return "denied"
         return "down"  # refused, timed out, closed, starting up, too many connections
-    return _KINDS.get(state) or _KINDS.get(state[:2]) or "error"
+    return _KINDS.get(state) or _KINDS.get(state[:2]) or "other"
 
 
 def error_text(exc: BaseException) -> str:
@@ -227,8 +247,14 @@ class PgsqlDialect:
     label = LABEL
     lastauth_user = "userid"  # vpgsql.h's column (vmysql.h: `user`)
     has_aliasdomains = True  # not in vpgsql.c; kept when a site turns sql_aliasdomains on by hand
-    columns_query = ("SELECT column_name, character_maximum_length FROM information_schema.columns "
-                     "WHERE table_schema = current_schema() AND table_name = %s")
+    has_limits = True  # the same for mysql_limits (ENABLE_MYSQL_LIMITS)
+    # vpgsql.h's valias has no id (vmysql.h's AUTO_INCREMENT): the lines in the order they were
+    # stored, as vpgsql.c's unordered SELECT returns them (valias rows are never updated in place)
+    valias_order = "ctid"
+    perm_maillist_max = 32767  # a smallint: vpopmail's combined value (up to 511) fits
+    # (table, column, character width) of some tables of the schema: `+ " IN (%s, ...)"`
+    columns_query = ("SELECT table_name, column_name, character_maximum_length FROM information_schema.columns "
+                     "WHERE table_schema = current_schema() AND table_name")
 
     quote = staticmethod(quote_ident)
     where = staticmethod(where)
@@ -247,7 +273,7 @@ class PgsqlDialect:
 
     @staticmethod
     def classify(exc: BaseException) -> tuple[str, str]:
-        return error_kind(exc) or "error", error_text(exc)
+        return error_kind(exc) or "other", error_text(exc)
 
     @staticmethod
     def alive(conn) -> bool:
@@ -270,17 +296,24 @@ class PgsqlDialect:
         return TABLES[kind]
 
     @staticmethod
-    def create_table(quoted: str, layout: str) -> str:
-        """CREATE TABLE IF NOT EXISTS, with the indexes that layout needs (one call, no
-        parameters: psycopg sends it as one simple query)."""
-        out = [f"CREATE TABLE IF NOT EXISTS {quoted} ( {layout} )"]
+    def create_table(quoted: str, layout: str, temporary: bool = False) -> str:
+        """The table (with the indexes its layout needs) if it does not exist yet -- and nothing
+        at all if it does.  Not `CREATE TABLE IF NOT EXISTS`: PostgreSQL checks the CREATE right
+        on the schema before it looks, so on a site whose tables belong to another role and whose
+        vpopmail role may only read and write rows (PostgreSQL 15 no longer lets every role create
+        in `public`) every command would fail; and an index is never added to a table vcli did
+        not make.  Two processes creating it at once: the loser's duplicate is ignored.
+        `temporary` (a dry run): a TEMPORARY table, gone with the session."""
+        out = [f"CREATE {'TEMPORARY TABLE' if temporary else 'TABLE'} {quoted} ( {layout} )"]
         raw = quoted[1:-1].replace('""', '"')
         if layout == user_table_layout(True, False):
-            out.append(f"CREATE INDEX IF NOT EXISTS {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "
+            out.append(f"CREATE INDEX {quote_ident(raw[:MAX_IDENTIFIER - 14] + '_pw_domain_idx')} "
                        f"ON {quoted} (pw_domain, pw_name)")
         elif layout == _VALIAS:
-            out.append(f"CREATE INDEX IF NOT EXISTS valias_idx ON {quoted} (alias, domain)")
-        return "; ".join(out)
+            out.append(f"CREATE INDEX valias_idx ON {quoted} (alias, domain)")
+        name = quoted.replace("'", "''")
+        return (f"DO $vcli$ BEGIN IF to_regclass('{name}') IS NULL THEN {'; '.join(out)}; END IF; "
+                "EXCEPTION WHEN duplicate_table OR unique_violation THEN NULL; END $vcli$")
 
     @staticmethod
     def stream_cursor(conn):

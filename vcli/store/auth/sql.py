@@ -592,9 +592,10 @@ class SqlAuth:
         for col, field in LIMIT_COLS:
             if col == "perm_maillist":
                 v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
-                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                top = getattr(self.d, "perm_maillist_max", 127)  # MySQL: a signed TINYINT (pgsql: smallint)
+                if v > top:  # vpopmail's value does not fit, refuse rather than cut
                     raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
-                                  "holds at most 127", -36)
+                                  f"holds at most {top}", -36)
                 values[col] = v
             else:
                 values[col] = int(getattr(lim, field))
@@ -618,7 +619,8 @@ class SqlAuth:
 
     def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
         """The alias's lines in the order they were added; None when it has none."""
-        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        order = getattr(self.d, "valias_order", "id")  # pgsql: vpgsql.h's valias has no id column
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY {order}"
         rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
         return [_text(r[0]) for r in rows] if rows else None
 
