@@ -414,6 +414,11 @@ class Servers:
         return self._started[kind]
 
     def close(self) -> None:
+        # every server told to shut down first, then waited for: they shut down side by side
+        for server in self._started.values():
+            for one in getattr(server, "primary", None) and (server.replica, server.primary) or (server,):
+                if one.proc and one.proc.poll() is None:
+                    one.proc.terminate()
         for server in self._started.values():
             server.stop()
         shutil.rmtree(self.base, ignore_errors=True)
