@@ -40,6 +40,7 @@ _SETTINGS_ENV = {
     "auth_logging": ("VCLI_AUTH_LOGGING", bool),
     "ip_alias_domains": ("VCLI_IP_ALIAS_DOMAINS", bool),
     "mysql_replication": ("VCLI_MYSQL_REPLICATION", bool),
+    "db_file": ("VCLI_DB_FILE", str),  # the SQL connection file, when not etc/vpopmail.mysql|pgsql
 }
 AUTH_MODULES = ("cdb", "mysql", "pgsql")
 # the keys of a [profiles.NAME] table (vcli.backend reads them)
@@ -67,6 +68,7 @@ class Settings:
     auth_logging: bool = True  # ENABLE_AUTH_LOGGING: lastauth
     ip_alias_domains: bool = False  # IP_ALIAS_DOMAINS: ip_alias_map
     mysql_replication: bool = False  # MYSQL_REPLICATION: reads from line 1 of vpopmail.mysql
+    db_file: str | None = None  # vpopmail.mysql/pgsql elsewhere (`vcli convert --db-file` records it)
     built_vpopmail_dir: str | None = None  # VPOPMAILDIR of the header (information only)
     site_file: str | None = None  # the vpopmail_config.h read, if any
     embedded: bool = False
@@ -281,6 +283,6 @@ def load_settings(overrides: dict | None = None, announce=None, read_db: bool = 
     if read_db and s.auth_module in ("mysql", "pgsql"):
         from .site import read_db_file
 
-        s.db = read_db_file(s.vpopmail_dir, s.auth_module, announce)
+        s.db = read_db_file(s.vpopmail_dir, s.auth_module, announce, path=s.db_file)
         src["db"] = s.db.path
     return s

@@ -43,7 +43,7 @@ Store will call them when the flag is set, instead of the file code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ...errors import AuthModuleUnavailable
 
@@ -116,6 +116,26 @@ class AuthModule(Protocol):
 
     def rebuild_index(self, entry: AssignEntry) -> str:
         """vmkpasswd: the module's lookup index rebuilt from its records (cdb: vpasswd.cdb); its path."""
+
+    # whole-domain moves (vcli convert, vcli/store/convert.py) and repairs (vcli check)
+    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl) -> int:
+        """Store these records verbatim (their homes already exist) and this counter in one
+        commit; returns the number stored.  cdb: they replace the domain's vpasswd; SQL: a name
+        already there is UserExists (vcli convert empties the domain first with delete_domain)."""
+
+    def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
+        """(user, time, ip) of every lastauth record of the domain (whole seconds)."""
+
+    def import_lastauth(self, entry: AssignEntry, rows: Iterable[tuple[str, int, str]]) -> int:
+        """The domain's lastauth records become these (users the module does not hold are skipped;
+        a record the rows do not name goes); returns how many were written."""
+
+    def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
+        """Set the dir-control count to the number of records, in one step; (was, now)."""
+
+    def stored_domains(self) -> list[str]:
+        """Domains the module holds records or counters of that live outside the domain dirs
+        (SQL: the pw_domain / dir_control keys), for `vcli check` against users/assign."""
 
 
 def open_auth(store) -> AuthModule:

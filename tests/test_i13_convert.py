@@ -1,0 +1,225 @@
+"""Issue 13 item 6: `vcli convert --to mysql|pgsql|cdb` (vpopmail's vconvert).
+
+The parts that need no SQL server run on real cdb stores: the config switch (vcli/configfile.py),
+the cdb module's whole-domain import (records, counter, lastauth files) and the verify step, on
+a cdb store copied into another tree.  The SQL round trips, the crash-and-rerun and the
+database-down cases run against the session's private MariaDB (tests/sqlservers.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tomllib
+
+import pytest
+from cli_helpers import CliStore
+
+from vcli.config import load_settings
+from vcli.configfile import edit_text, set_values
+from vcli.store import convert as C
+from vcli.store.store import Store
+
+HASH = "$6$saltsalt$" + "A" * 86
+
+
+def _store(st: CliStore) -> Store:
+    return Store(load_settings({"vpopmail_dir": str(st.vp), "qmail_dir": str(st.qm)}))
+
+
+def _fill(st: CliStore, domain: str, n: int) -> None:
+    """`n` users by bulk import (hashed), with a quota, a comment and flags on some."""
+    lines = "".join(f"u{i:05d}@{domain},{HASH}\n" for i in range(n))
+    st.ok("vcli", "vadduser", "--from-file", "-", "--hashed", input=lines)
+    st.ok("vmoduser", "-c", "Carol C", "-q", "5M", f"u00003@{domain}")
+    st.ok("vmoduser", "-a", "-p", f"u00004@{domain}")
+
+
+@pytest.fixture()
+def cfg(st):
+    """The store of `st` with a real config file of its own (VCLI_CONFIG)."""
+    path = st.base / "config.toml"
+    path.write_text("# vcli settings\n")
+    st.env["VCLI_CONFIG"] = str(path)
+    return path
+
+
+# --- the config switch ----------------------------------------------------------------------------
+
+
+def test_i13_06_config_edit_keeps_everything_else():
+    text = ('# top comment\nlock_wait = 5.0\n\n[profiles.mx]\nremote = "mx:89"  # the MX\n')
+    out = edit_text(text, {"auth_module": "mysql", "db_file": '/etc/a "b"\\c'})
+    data = tomllib.loads(out)
+    assert data["auth_module"] == "mysql" and data["db_file"] == '/etc/a "b"\\c'
+    assert data["lock_wait"] == 5.0 and data["profiles"] == {"mx": {"remote": "mx:89"}}
+    assert out.startswith("# top comment\nlock_wait = 5.0\n") and "# the MX" in out
+    # a second edit replaces the line instead of adding one
+    again = edit_text(out, {"auth_module": "cdb"})
+    assert again.count("auth_module") == 1 and tomllib.loads(again)["auth_module"] == "cdb"
+    # settings in a [store] table stay there
+    store = edit_text('[store]\nvpopmail_dir = "/x"\n\n[profiles.a]\nremote = "h"\n', {"auth_module": "pgsql"})
+    assert tomllib.loads(store)["store"] == {"vpopmail_dir": "/x", "auth_module": "pgsql"}
+
+
+def test_i13_06_config_file_replaced_atomically_mode_kept(tmp_path):
+    path = tmp_path / "sub" / "config.toml"
+    set_values(str(path), {"auth_module": "mysql"})  # created with its directory
+    assert tomllib.loads(path.read_text()) == {"auth_module": "mysql"}
+    os.chmod(path, 0o640)
+    ino = os.stat(path).st_ino
+    set_values(str(path), {"auth_module": "cdb"})
+    st_ = os.stat(path)
+    assert stat.S_IMODE(st_.st_mode) == 0o640 and st_.st_ino != ino  # a new file renamed in
+    assert os.listdir(path.parent) == ["config.toml"]  # no temp file left
+
+
+def test_i13_06_config_never_replaces_a_device():
+    from vcli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="not a regular file"):
+        set_values(os.devnull, {"auth_module": "mysql"})
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_i13_06_switch_is_what_later_commands_read(st, cfg):
+    """After the switch `vcli config show` names the config file as the module's source, and
+    every command follows it (a cdb-only build of vcli refuses a MySQL site rather than
+    reading the stale vpasswd)."""
+    dbf = st.base / "elsewhere.mysql"
+    dbf.write_text("127.0.0.1|1|u|p|d\n")
+    set_values(str(cfg), {"auth_module": "mysql", "db_file": str(dbf)})
+    r = st.ok("vcli", "config", "show")
+    lines = r.out.splitlines()
+    assert [x.split("#")[-1].strip() for x in lines if x.startswith(("auth_module ", "db_file "))] == [str(cfg)] * 2
+    assert any(x.startswith("[db.read]") and str(dbf) in x for x in lines)
+
+
+# --- the cdb side: whole-domain import and verify ------------------------------------------------
+
+
+def _lastauths(ddir):
+    out = {}
+    for root, _dirs, files in os.walk(ddir):
+        if "lastauth" in files:
+            p = os.path.join(root, "lastauth")
+            out[p] = (open(p, "rb").read(), int(os.stat(p).st_mtime))
+    return out
+
+
+def test_i13_06_cdb_import_rebuilds_byte_identical_files(st):
+    """The records, counter and lastauth records read from a domain and imported again give the
+    same vpasswd and vpasswd.cdb bytes, the same counter and the same lastauth files."""
+    _fill(st, "example.test", 250)  # past 100 users: hashed dirs
+    ddir = st.ddir("example.test")
+    os.utime(ddir / "u00001" / "lastauth", (1_700_000_000, 1_700_000_000))
+    before = {n: (ddir / n).read_bytes() for n in ("vpasswd", "vpasswd.cdb", ".dir-control")}
+    auths = _lastauths(ddir)
+    s = _store(st)
+    entry = s.real_entry("example.test")
+    records = list(s.auth.list_users(entry))
+    dc = s.auth.dir_control(entry)
+    rows = list(s.auth.list_lastauth(entry))
+    assert len(rows) == 251 and dc.cur_users == 251
+    for n in before:
+        os.unlink(ddir / n)
+    for p in auths:
+        os.unlink(p)
+    assert s.auth.import_records(entry, reversed(records), dc) == 251
+    assert s.auth.import_lastauth(entry, rows) == 251
+    assert {n: (ddir / n).read_bytes() for n in before} == before
+    assert _lastauths(ddir) == {p: (data, t) for p, (data, t) in auths.items()}
+    # a second import of the same changes nothing (not even an mtime)
+    mtimes = {n: os.stat(ddir / n).st_mtime_ns for n in before}
+    s.auth.import_records(entry, records, dc)
+    assert s.auth.import_lastauth(entry, rows) == 0
+    assert {n: os.stat(ddir / n).st_mtime_ns for n in before} == mtimes
+
+
+def _copy_site(st: CliStore, other) -> CliStore:
+    """The store of `st` copied into `other`, users/assign pointing at the copy, and the user
+    database of the copy removed (vpasswd, vpasswd.cdb, .dir-control): an empty cdb target."""
+    shutil.copytree(st.base / "vpopmail", other / "vpopmail", symlinks=True)
+    shutil.copytree(st.base / "qmail", other / "qmail", symlinks=True)
+    dst = CliStore.__new__(CliStore)
+    dst.base, dst.vp, dst.qm = other, other / "vpopmail", other / "qmail"
+    dst.env = dict(st.env, VPOPMAIL_DIR=str(dst.vp), QMAIL_DIR=str(dst.qm))
+    assign = (dst.qm / "users" / "assign").read_text().replace(str(st.vp), str(dst.vp))
+    (dst.qm / "users" / "assign").write_text(assign)
+    _store(dst).qmail.compile_assign()
+    for root, _dirs, files in os.walk(dst.vp / "domains"):
+        for name in files:
+            if name in ("vpasswd", "vpasswd.cdb", ".dir-control"):
+                os.unlink(os.path.join(root, name))
+    return dst
+
+
+def test_i13_06_copy_and_verify_cdb_to_cdb_in_another_tree(st, tmp_path):
+    _fill(st, "example.test", 120)
+    dst = _copy_site(st, tmp_path / "copy")
+    src, tgt = _store(st), _store(dst)
+    e_src, e_dst = src.real_entry("example.test"), tgt.real_entry("example.test")
+    assert e_src.dir != e_dst.dir
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst)  # empty target: differs
+    assert C.copy_domain(src.auth, tgt.auth, e_src, target_entry=e_dst) == 121
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst) == []
+    assert (st.ddir("example.test") / "vpasswd").read_bytes() == (dst.ddir("example.test") / "vpasswd").read_bytes()
+    # each kind of difference is named
+    vp = dst.ddir("example.test") / "vpasswd"
+    good = vp.read_bytes()
+    vp.write_bytes(good.replace(b":Carol C:", b":Carol:"))
+    tgt.rebuild_cdb("example.test")
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst) == ["record of u00003 differs in cdb"]
+    vp.write_bytes(b"".join(x for x in good.splitlines(keepends=True) if not x.startswith(b"u00007:")))
+    tgt.rebuild_cdb("example.test")
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst)[0].startswith("u00007 missing in cdb")
+    vp.write_bytes(good)
+    tgt.rebuild_cdb("example.test")
+    dc = dst.ddir("example.test") / ".dir-control"
+    dc.write_bytes(dc.read_bytes().replace(b"121\n", b"120\n", 1))
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst)[0].startswith("dir_control differs")
+    # and a rerun of the copy puts it right
+    C.copy_domain(src.auth, tgt.auth, e_src, target_entry=e_dst)
+    assert C.verify_domain(src.auth, tgt.auth, e_src, False, e_dst) == []
+
+
+def test_i13_06_uid_keeps_its_meaning():
+    """cdb's 1 (POP) / 2 (APOP) are SQL's 0 / 1 (spec/sql.md §5): a converted row is what the
+    target's vadduser writes, and the way back gives the cdb digits again."""
+    for cdb_uid, sql_uid in (("1", "0"), ("2", "1")):
+        assert C.uid_for(cdb_uid, "cdb", "mysql") == sql_uid
+        assert C.uid_for(sql_uid, "pgsql", "cdb") == cdb_uid
+    assert C.uid_for("7", "cdb", "mysql") == "7" and C.uid_for("1", "mysql", "pgsql") == "1"
+
+
+# --- the command ------------------------------------------------------------------------------------
+
+
+def test_i13_06_convert_to_the_module_in_force_is_refused(st, cfg):
+    r = st.run("vcli", "convert", "--to", "cdb")
+    assert (r.rc, r.out) == (64, "") and r.err == "Error: the site already uses the cdb module\n"
+    assert cfg.read_text() == "# vcli settings\n"
+
+
+def test_i13_06_convert_without_connection_file(st, cfg):
+    """No etc/vpopmail.mysql and no --db-file: one line, exit 78, nothing changed."""
+    before = st.snapshot()
+    r = st.run("vcli", "convert", "--to", "mysql")
+    assert r.rc == 78 and r.out == "" and len(r.err_lines) == 1 and "vpopmail.mysql" in r.err
+    assert st.snapshot() == before
+
+
+def test_i13_06_convert_refuses_an_environment_override(st, cfg):
+    r = st.run("vcli", "convert", "--to", "mysql", env={"VCLI_AUTH_MODULE": "cdb"})
+    assert r.rc == 64 and "VCLI_AUTH_MODULE" in r.err and len(r.err_lines) == 1
+    assert cfg.read_text() == "# vcli settings\n"
+
+
+def test_i13_06_convert_unknown_domain(st, cfg, tmp_path):
+    dbf = tmp_path / "db"
+    dbf.write_text("127.0.0.1|1|u|p|d\n")
+    r = st.run("vcli", "convert", "--to", "cdb", "nowhere.test")
+    assert r.rc == 64  # the module check comes first
+    r = st.run("vcli", "convert", "--to", "cdb", "--db-file", str(dbf))
+    assert r.rc == 64 and "--db-file goes with" in r.err

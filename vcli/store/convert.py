@@ -1,0 +1,229 @@
+"""`vcli convert`: move a site's user records from one auth module to another (vpopmail's vconvert).
+
+Only the user database moves: the domain dirs, Maildirs, users/assign and the qmail files are
+shared by every module (vcli/store/auth/__init__.py) and stay where they are.  Per domain the
+records and the dir-control counter are handed to the target's `import_records` (one commit
+that replaces whatever a half run left), then the lastauth records; after every domain is
+copied, each is verified record for record against the source, and only then does the caller
+switch the configuration (vcli/configfile.py).  A kill at any point leaves the configuration,
+and so the old module, in force; running it again copies everything again.
+
+While a cdb source is copied its domains stay locked (`.vpasswd.lock`, which vpopmail's own
+tools take too) until the switch, so no change made meanwhile is lost.  An SQL source cannot be
+held like that: stop writers (qmailadmin, vpopmaild) while converting away from SQL.
+
+pw_uid: cdb writes 1 for a normal user and 2 for APOP, the SQL modules 0 and 1 (spec/sql.md §5,
+§8.1).  The meaning is kept, not the digit, so a converted row is what `vadduser` on the target
+writes (vconvert keeps the digit); other values are copied as they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+
+from ..model import AssignEntry, VUser
+from .dircontrol import DirControl
+
+_TO_SQL = {"1": "0", "2": "1"}
+_TO_CDB = {"0": "1", "1": "2"}
+
+
+def uid_for(uid: str, source: str, target: str) -> str:
+    """The pw_uid a record carries in the target module (see the module docstring)."""
+    if source == "cdb" and target != "cdb":
+        return _TO_SQL.get(uid, uid)
+    if source != "cdb" and target == "cdb":
+        return _TO_CDB.get(uid, uid)
+    return uid
+
+
+def translated(records: Iterable[VUser], source: str, target: str,
+               progress: Callable[[int], None] | None = None) -> Iterator[VUser]:
+    """The source's records as the target stores them, streamed (a million users are never one list)."""
+    n = 0
+    for vu in records:
+        new_uid = uid_for(vu.uid, source, target)
+        if new_uid != vu.uid:
+            vu = vu.replace(uid=new_uid)
+        n += 1
+        if progress is not None and n % 1000 == 0:
+            progress(n)
+        yield vu
+    if progress is not None:
+        progress(n)
+
+
+def _record_key(vu: VUser, clear: bool) -> bytes:
+    fields = (vu.name, vu.passwd, vu.uid, str(vu.gid), vu.gecos, vu.dir, vu.quota, (vu.clear or "") if clear else "")
+    return "\0".join(fields).encode("utf-8", "surrogateescape")
+
+
+class _Tally:
+    """An order-independent digest of a set of records: their count and the sum of their hashes
+    (mod 2^256), so two listings in different orders compare in constant memory."""
+
+    __slots__ = ("count", "total")
+
+    def __init__(self):
+        self.count, self.total = 0, 0
+
+    def add(self, key: bytes) -> None:
+        self.count += 1
+        self.total = (self.total + int.from_bytes(hashlib.blake2b(key, digest_size=32).digest(), "big")) % (1 << 256)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Tally) and (self.count, self.total) == (other.count, other.total)
+
+
+def _dc_state(dc: DirControl, quirk: bool) -> tuple:
+    """What must match of two counters; `quirk`: one side is cdb, whose reader keeps only two mod
+    values (spec/store.md §6.1), so the third is not compared."""
+    return (dc.cur_users, dc.level_cur, dc.level_max, list(dc.start), list(dc.end),
+            list(dc.mod[:2]) if quirk else list(dc.mod), list(dc.index), dc.the_dir)
+
+
+def copy_domain(source, target, entry: AssignEntry, progress: Callable[[int], None] | None = None,
+                target_entry: AssignEntry | None = None) -> int:
+    """Copy one domain's records, counter and lastauth records from `source` to `target` (auth
+    modules); returns the number of records.  `target_entry`: the domain as the target sees it,
+    when that is another tree (a copy of the store; the tests' cdb -> cdb)."""
+    te = target_entry or entry
+    target.delete_domain(te)  # what a half run left goes (SQL: rows, lastauth, dir_control)
+    target.create_domain(te)
+    dc = source.dir_control(entry)
+    n = target.import_records(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
+    if keeps_lastauth(source) and keeps_lastauth(target):
+        target.import_lastauth(te, source.list_lastauth(entry))
+    return n
+
+
+def keeps_lastauth(module) -> bool:
+    """cdb always has its lastauth files; an SQL module only in ENABLE_AUTH_LOGGING builds."""
+    return module.name == "cdb" or bool(getattr(module.s, "auth_logging", True))
+
+
+def verify_domain(source, target, entry: AssignEntry, clear: bool,
+                  target_entry: AssignEntry | None = None) -> list[str]:
+    """What differs between the source's and the target's records of a domain (empty: the same):
+    every field of every record (pw_uid as the target stores it), the dir-control state, and the
+    lastauth records when both modules keep them."""
+    te = target_entry or entry
+    problems: list[str] = []
+    want, have = _Tally(), _Tally()
+    for vu in translated(source.list_users(entry), source.name, target.name):
+        want.add(_record_key(vu, clear))
+    for vu in target.list_users(te):
+        have.add(_record_key(vu, clear))
+    if want != have:
+        problems.append(_first_difference(source, target, entry, te, clear, want.count, have.count))
+    quirk = "cdb" in (source.name, target.name)
+    a, b = source.dir_control(entry), target.dir_control(te)
+    if _dc_state(a, quirk) != _dc_state(b, quirk):
+        problems.append(f"dir_control differs: {source.name} counts {a.cur_users} users at {a.the_dir!r}, "
+                        f"{target.name} {b.cur_users} at {b.the_dir!r}")
+    if keeps_lastauth(source) and keeps_lastauth(target):
+        la, lb = _Tally(), _Tally()
+        for user, when, ip in source.list_lastauth(entry):
+            la.add(f"{user}\0{int(when)}\0{ip}".encode("utf-8", "surrogateescape"))
+        for user, when, ip in target.list_lastauth(te):
+            lb.add(f"{user}\0{int(when)}\0{ip}".encode("utf-8", "surrogateescape"))
+        if la != lb:
+            problems.append(f"lastauth records differ ({la.count} in {source.name}, {lb.count} in {target.name})")
+    return problems
+
+
+def _first_difference(source, target, entry: AssignEntry, te: AssignEntry, clear: bool,
+                      n_want: int, n_have: int) -> str:
+    """The slow path once the digests differ: name the first record that does (holds one side)."""
+    have = {vu.name: _record_key(vu, clear) for vu in target.list_users(te)}
+    for vu in translated(source.list_users(entry), source.name, target.name):
+        got = have.pop(vu.name, None)
+        if got is None:
+            return f"{vu.name} missing in {target.name} ({n_want} records in {source.name}, {n_have} in {target.name})"
+        if got != _record_key(vu, clear):
+            return f"record of {vu.name} differs in {target.name}"
+    if have:
+        return f"{min(have)} in {target.name} is not in {source.name}"
+    return f"{n_want} records in {source.name}, {n_have} in {target.name}"
+
+
+# --- the whole run --------------------------------------------------------------------------------
+
+
+def open_target(store, target: str, db_file: str | None = None):
+    """A Store on the same site with the `target` module (SQL: its connection settings from
+    `db_file`, else the site's etc/vpopmail.mysql|pgsql)."""
+    from .store import Store
+
+    s = store.s.replace(auth_module=target, sources=dict(store.s.sources), db=None)
+    if target in ("mysql", "pgsql"):
+        from ..site import read_db_file
+
+        s.db = read_db_file(s.vpopmail_dir, target, store.warn, path=db_file)
+        s.db_file = db_file
+    return Store(s, store.warn, store.lock_wait)
+
+
+def domains_to_convert(store, names: list[str] | None) -> tuple[list[AssignEntry], list[AssignEntry]]:
+    """(the real domains to copy, every real domain of the site); a name may be an alias domain."""
+    from ..errors import DomainNotFound
+
+    every = [e for e in store.list_domains() if not e.is_alias]
+    if not names:
+        return every, every
+    todo: dict[str, AssignEntry] = {}
+    for name in names:
+        entry = store.find_domain(name.lower())
+        if entry is None:
+            raise DomainNotFound(f"Domain does not exist: {name}")
+        real = store.real_entry(entry.real)
+        todo.setdefault(real.real, real)
+    return list(todo.values()), every
+
+
+def convert(store, target_store, names: list[str] | None, switch: Callable[[], None],
+            say: Callable[[str], None], progress_for: Callable[[str, int], Callable[[int], None] | None]
+            = lambda domain, total: None) -> bool:
+    """Copy, verify, and call `switch()` once every domain of the site is verified in the
+    target; True when it switched.  A named subset is copied and verified; the switch then also
+    needs the other domains verified (converted by an earlier run).  Problems in a domain this
+    run copied raise VerifyFailed (nothing switched)."""
+    from contextlib import ExitStack
+
+    from ..errors import UsageError, VerifyFailed
+
+    source, target = store.auth, target_store.auth
+    if source.name == target.name:
+        raise UsageError(f"the site already uses the {source.name} module")
+    todo, every = domains_to_convert(store, names)
+    clear = bool(store.s.clear_passwords)
+    with ExitStack() as held:
+        copied = 0
+        for entry in todo:
+            if source.name == "cdb":  # no change to a copied domain until the switch
+                held.enter_context(source.domain_lock(entry))
+            progress = progress_for(entry.real, source.user_count(entry))
+            n = copy_domain(source, target, entry, progress)
+            copied += n
+            say(f"{entry.real}: {n} users copied to {target.name}")
+        bad: dict[str, list[str]] = {}
+        for entry in every:
+            problems = verify_domain(source, target, entry, clear)
+            if problems:
+                bad[entry.real] = problems
+        done = {e.real for e in todo}
+        mine = [d for d in bad if d in done]
+        if mine:
+            first = bad[mine[0]][0]
+            raise VerifyFailed(f"{mine[0]}: {first}; the {source.name} module stays in force "
+                               f"(run vcli convert again)")
+        say(f"verified {len(every) - len(bad)} of {len(every)} domains in {target.name}")
+        if bad:
+            rest = sorted(bad)
+            say(f"not switching: {len(rest)} domain(s) not (or no longer) the same in {target.name}: "
+                + ", ".join(rest[:10]) + (" ..." if len(rest) > 10 else "")
+                + f"; convert them too (vcli convert --to {target.name} DOMAIN ...)")
+            return False
+        switch()
+        return True
