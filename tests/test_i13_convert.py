@@ -223,3 +223,190 @@ def test_i13_06_convert_unknown_domain(st, cfg, tmp_path):
     assert r.rc == 64  # the module check comes first
     r = st.run("vcli", "convert", "--to", "cdb", "--db-file", str(dbf))
     assert r.rc == 64 and "--db-file goes with" in r.err
+
+
+# --- against a real MariaDB ------------------------------------------------------------------------
+
+
+def _sql_site(base, db=None) -> CliStore:
+    """A CliStore laid out as a site built for db's module (None: cdb), with a config file."""
+    from sqlenv import write_site
+
+    st = CliStore(base)
+    write_site(st.vp, db.kind if db is not None else "cdb", db)
+    cfg = st.base / "config.toml"
+    cfg.write_text("# vcli settings\n")
+    st.env["VCLI_CONFIG"] = str(cfg)
+    st.cfg = cfg
+    return st
+
+
+def _db_file(st: CliStore, db) -> None:
+    """etc/vpopmail.mysql of a cdb site about to move (0640, as `make install` leaves it)."""
+    path = st.vp / "etc" / "vpopmail.mysql"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(db.db_line())
+
+
+def _module(st: CliStore) -> str:
+    r = st.ok("vcli", "config", "show", "-o", "json")
+    import json
+
+    return json.loads(r.out)["auth_module"]
+
+
+def _cdb_files(st: CliStore) -> dict:
+    out = {}
+    for root, _dirs, files in os.walk(st.vp / "domains"):
+        for name in files:
+            if name in ("vpasswd", "vpasswd.cdb"):
+                out[os.path.join(root, name)] = open(os.path.join(root, name), "rb").read()
+    return out
+
+
+@pytest.fixture()
+def two(tmp_path):
+    """A cdb site with two domains (one past 100 users: hashed dirs), an alias domain, flags,
+    quotas, comments and a login recorded."""
+    from cli_helpers import fast_base
+
+    with fast_base(tmp_path / "two") as b:
+        st = _sql_site(b)
+        st.ok("vadddomain", "alpha.test", "Pm-pass1")
+        st.ok("vadddomain", "example.test", "Pm-pass1")
+        st.ok("vaddaliasdomain", "example.test", "alias.test")
+        _fill(st, "example.test", 150)
+        st.ok("vadduser", "-c", "Zoe Z", "zoe@alpha.test", "Zoe-pass1")
+        st.ok("vmoduser", "-S", "zoe@alpha.test")
+        la = st.ddir("example.test") / "u00002" / "lastauth"
+        la.write_bytes(b"192.0.2.7")
+        os.utime(la, (1_700_000_123, 1_700_000_123))
+        yield st
+
+
+def test_i13_06_round_trip_cdb_mysql_cdb(two, mariadb):
+    """cdb -> MySQL -> cdb leaves vpasswd and vpasswd.cdb byte for byte as they were; in
+    between every command reads the MySQL rows."""
+    st, db = two, mariadb.new_database()
+    before = _cdb_files(st)
+    info = st.ok("vuserinfo", "u00003@example.test").out
+    _db_file(st, db)
+    r = st.ok("vcli", "convert", "--to", "mysql")
+    assert r.out.splitlines()[:3] == ["alpha.test: 2 users copied to mysql", "example.test: 151 users copied to mysql",
+                                      "verified 2 of 2 domains in mysql"]
+    assert 'switched: vcli now uses the mysql module (auth_module = "mysql" in ' + str(st.cfg) + ")" in r.out
+    assert "vpopmail's own tools" in r.out and "--enable-auth-module=mysql" in r.out
+    assert _module(st) == "mysql"
+    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 153
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = 'example.test'") == [(151,)]
+    assert db.query("SELECT remote_ip, timestamp FROM lastauth WHERE user = 'u00002'") == [("192.0.2.7", 1_700_000_123)]
+    # the cdb files are no longer read: with them gone every command still works (through the alias too)
+    for path in before:
+        os.unlink(path)
+    assert st.ok("vuserinfo", "u00003@example.test").out == info.replace("uid:          1", "uid:          0")
+    st.ok("vuserinfo", "u00003@alias.test")
+    assert db.query("SELECT pw_uid FROM vpopmail WHERE pw_name = 'u00003'") == [(0,)]
+    r = st.ok("vcli", "convert", "--to", "cdb")
+    assert "switched: vcli now uses the cdb module" in r.out
+    assert _cdb_files(st) == before
+    assert _module(st) == "cdb"
+    assert st.ok("vuserinfo", "u00003@example.test").out == info
+    la = st.ddir("example.test") / "u00002" / "lastauth"
+    assert (la.read_bytes(), int(os.stat(la).st_mtime)) == (b"192.0.2.7", 1_700_000_123)
+
+
+def test_i13_06_rows_are_what_vadduser_writes_on_mysql(tmp_path, mariadb):
+    """The rows a converted cdb site has are the rows the same commands write on a MySQL site
+    (homes relative to each site; lastauth times are creation times, so only their IPs)."""
+    from cli_helpers import fast_base
+
+    script = [("vadddomain", "example.test", "Pm-pass1"), ("vmoduser", "-e", HASH, "postmaster@example.test"),
+              ("vadduser", "-e", HASH, "alice@example.test"),
+              ("vadduser", "-q", "5M", "-c", "Bob B", "-e", HASH, "bob@example.test"),
+              ("vmoduser", "-a", "-p", "alice@example.test")]
+    sites = []
+    with fast_base(tmp_path / "a") as a, fast_base(tmp_path / "b") as b:
+        db_conv, db_native = mariadb.new_database(), mariadb.new_database()
+        cdb_site, sql_site = _sql_site(a), _sql_site(b, db_native)
+        for cmd in script:
+            cdb_site.ok(*cmd)
+            sql_site.ok(*cmd)
+        _db_file(cdb_site, db_conv)
+        cdb_site.ok("vcli", "convert", "--to", "mysql")
+        for st, db in ((cdb_site, db_conv), (sql_site, db_native)):
+            base = str(st.base)
+            sites.append((
+                db.query("SELECT pw_name, pw_domain, pw_passwd, pw_uid, pw_gid, pw_gecos, REPLACE(pw_dir, %s, ''), "
+                         "pw_shell FROM vpopmail ORDER BY pw_name", (base,)),
+                db.query("SELECT * FROM dir_control ORDER BY domain"),
+                db.query("SELECT user, domain, remote_ip FROM lastauth ORDER BY user")))
+    assert sites[0] == sites[1]
+    assert len(sites[0][0]) == 3 and {r[3] for r in sites[0][0]} == {0}
+
+
+def _kill_after_first_domain(st: CliStore, *args: str) -> None:
+    """Run `vcli convert ARGS` and SIGKILL it once it says one domain is copied."""
+    import signal
+    import subprocess
+
+    from cli_helpers import tool
+
+    p = subprocess.Popen([tool("vcli"), "convert", *args], env=st.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert "users copied" in line, (line, p.stderr.read())
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+
+
+def test_i13_06_killed_convert_keeps_the_old_module_and_reruns(two, mariadb):
+    st, db = two, mariadb.new_database()
+    before = _cdb_files(st)
+    _db_file(st, db)
+    cfg = st.cfg.read_bytes()
+    _kill_after_first_domain(st, "--to", "mysql")
+    assert st.cfg.read_bytes() == cfg and _module(st) == "cdb"
+    assert db.query("SELECT COUNT(*) FROM vpopmail WHERE pw_domain = 'alpha.test'")[0][0] == 2  # a half run
+    assert _cdb_files(st) == before
+    st.ok("vuserinfo", "u00003@example.test")
+    st.ok("vadduser", "late@alpha.test", "Late-pass1")  # the cdb site goes on meanwhile
+    r = st.ok("vcli", "convert", "--to", "mysql")
+    assert "alpha.test: 3 users copied to mysql" in r.out and "switched" in r.out
+    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 154
+    # and back, killed half-way into cdb too: the MySQL module stays in force
+    after = _cdb_files(st)
+    for path in after:
+        os.unlink(path)
+    _kill_after_first_domain(st, "--to", "cdb")
+    assert _module(st) == "mysql"
+    st.ok("vuserinfo", "late@alpha.test")
+    st.ok("vcli", "convert", "--to", "cdb")
+    assert _cdb_files(st) == after and _module(st) == "cdb"
+
+
+def test_i13_06_target_database_down(two):
+    """The target's server not there: one line naming it, its exit status, nothing changed."""
+    from sqlservers import free_port
+
+    st = two
+    port = free_port()
+    dbf = st.base / "down.mysql"
+    dbf.write_text(f"127.0.0.1|{port}|vpopmail|secret|vpopmail\n")
+    os.chmod(dbf, 0o600)
+    before = st.snapshot()
+    r = st.run("vcli", "convert", "--to", "mysql", "--db-file", str(dbf))
+    assert r.rc == 69 and r.out == "" and len(r.err_lines) == 1, r
+    assert f"127.0.0.1:{port}" in r.err
+    assert st.snapshot() == before and _module(st) == "cdb"
+
+
+def test_i13_06_named_domains_switch_once_all_are_in(two, mariadb):
+    st, db = two, mariadb.new_database()
+    _db_file(st, db)
+    r = st.ok("vcli", "convert", "--to", "mysql", "example.test")
+    assert "example.test: 151 users copied to mysql" in r.out and "alpha.test" in r.out
+    assert "not switching" in r.out and _module(st) == "cdb"
+    r = st.ok("vcli", "convert", "--to", "mysql", "alpha.test")
+    assert "verified 2 of 2 domains" in r.out and "switched" in r.out and _module(st) == "mysql"

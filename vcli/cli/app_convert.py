@@ -90,7 +90,10 @@ def convert(
                 raise ConfigError(f"wrote auth_module = \"{to.value}\" to {config_file}, but "
                                   f"{s.sources.get('auth_module')} still says {s.auth_module}")
 
-        switched = run_convert(store, target, domains or None, switch, print, progress_for)
+        def say(line: str) -> None:
+            print(line, flush=True)  # each domain as it is done, also into a pipe
+
+        switched = run_convert(store, target, domains or None, switch, say, progress_for)
         for p in bars:
             p.done()
         if switched:
