@@ -128,18 +128,20 @@ def test_i13_01_model_has_no_io_and_no_layer_above():
     assert "open(" not in src and "os." not in src
 
 
-def test_i13_01_cdb_module_satisfies_auth_protocol():
-    """CdbAuth offers every AuthModule method with compatible parameters (the SQL modules will be
-    held to the same check)."""
-    from vcli.store.auth import AuthModule
-    from vcli.store.auth.cdb import CdbAuth
+@pytest.mark.parametrize("module, cls", [("cdb", "CdbAuth"), ("mysql", "MysqlAuth")])
+def test_i13_01_auth_modules_satisfy_auth_protocol(module, cls):
+    """Each auth module offers every AuthModule method with compatible parameters."""
+    import importlib
 
+    from vcli.store.auth import AuthModule
+
+    impl = getattr(importlib.import_module(f"vcli.store.auth.{module}"), cls)
     methods = _protocol_methods(AuthModule)
     assert {"get_user", "list_users", "add_users", "modify_user", "delete_user", "dir_control",
-            "lastauth", "set_lastauth", "create_domain", "delete_domain"} <= set(methods)
+            "lastauth", "set_lastauth", "create_domain", "delete_domain", "import_records"} <= set(methods)
     problems = [f"{n}: {why}" for n, sig in methods.items()
-                if (why := "missing" if not hasattr(CdbAuth, n)
-                    else _compatible(sig, inspect.signature(getattr(CdbAuth, n))))]
+                if (why := "missing" if not hasattr(impl, n)
+                    else _compatible(sig, inspect.signature(getattr(impl, n))))]
     assert problems == []
 
 

@@ -149,22 +149,35 @@ def test_i13_02_default_header_keeps_seven_fields(st):
     assert "\nclear passwd: \n" in st.ok("vuserinfo", f"bob@{D}").out
 
 
-@pytest.mark.parametrize("module, label", [("USE_MYSQL", "MySQL"), ("USE_POSTGRES", "PostgreSQL")])
-def test_i13_02_sql_site_refused_in_one_line_exit_78(st, module, label):
-    """An SQL-built site: every command that opens the store says so in one line, exit 78, and
-    writes nothing (it must not quietly work on a cdb store that is not the site's database)."""
+@pytest.mark.parametrize("module, label", [("USE_LDAP", "ldap"), ("USE_ORACLE", "oracle")])
+def test_i13_02_unsupported_module_refused_in_one_line_exit_78(st, module, label):
+    """A site built with a module vcli does not have (ldap, oracle): every command that opens the
+    store says so in one line, exit 78, and writes nothing (it must not quietly work on a cdb store
+    that is not the site's database).  MySQL sites work (tests/test_i13_mysql.py)."""
     st.ok("vadddomain", D, "Pm-pass1")
-    write_header(st.vp, header("USE_SQL", module, "MANY_DOMAINS"))
+    write_header(st.vp, header(module, "MANY_DOMAINS"))
     before = st.snapshot()
     hpath = st.vp / "include" / "vpopmail_config.h"
     for argv in (["vuserinfo", f"postmaster@{D}"], ["vadduser", f"bob@{D}", "Bob-pw1"],
                  ["vcli", "vuserinfo", f"postmaster@{D}"], ["vdominfo", D]):
         r = st.run(*argv)
         assert r.t == (78, "", f"Error: {label} auth module not available in this version of vcli "
-                               f"(the site's {hpath} says {module[4:].lower().replace('postgres', 'pgsql')})\n"), argv
+                               f"(the site's {hpath} says {module[4:].lower()})\n"), argv
     assert st.snapshot() == before
     # the environment (or config file) still overrides the header
     assert st.run("vuserinfo", "-n", f"postmaster@{D}", env={"VCLI_AUTH_MODULE": "cdb"}).out == "postmaster\n"
+
+
+def test_i13_02_mysql_site_opens_the_mysql_module(st):
+    """A MySQL-built site is no longer refused: the store opens the MySQL module (which reads
+    vpopmail.mysql; without it, one line naming the file, exit 78, nothing written)."""
+    st.ok("vadddomain", D, "Pm-pass1")
+    write_header(st.vp, header("USE_SQL", "USE_MYSQL", "MANY_DOMAINS"))
+    before = st.snapshot()
+    r = st.run("vuserinfo", f"postmaster@{D}")
+    dbf = st.vp / "etc" / "vpopmail.mysql"
+    assert r.t == (78, "", f"Error: {dbf}: can't read the database settings: No such file or directory\n")
+    assert st.snapshot() == before
 
 
 # --- vpopmail.mysql / vpopmail.pgsql --------------------------------------------------------------
@@ -263,11 +276,11 @@ def test_i13_02_config_show_sources_and_masked_db(st):
                            "field: they would shift the fields after it)\n")
 
 
-def test_i13_02_daemon_on_sql_site_refuses_at_start(st):
-    """The daemon on an SQL-built site: one line and exit 78 at start-up (it used to end each
-    session with a traceback once Store() refused the module)."""
-    write_header(st.vp, header("USE_SQL", "USE_MYSQL", "MANY_DOMAINS"))
+def test_i13_02_daemon_on_unsupported_site_refuses_at_start(st):
+    """The daemon on a site built with a module vcli lacks: one line and exit 78 at start-up (it
+    used to end each session with a traceback once Store() refused the module)."""
+    write_header(st.vp, header("USE_LDAP", "MANY_DOMAINS"))
     r = st.run("vpopmaild", "--stdio", input="quit\n")
     hpath = st.vp / "include" / "vpopmail_config.h"
-    assert r.t == (78, "", f"vpopmaild: MySQL auth module not available in this version of vcli "
-                           f"(the site's {hpath} says mysql)\n")
+    assert r.t == (78, "", f"vpopmaild: ldap auth module not available in this version of vcli "
+                           f"(the site's {hpath} says ldap)\n")

@@ -239,6 +239,24 @@ class AuthModuleUnavailable(ConfigError):
     rather than read a cdb store that is not the site's user database."""
 
 
+class DatabaseError(VcliError):
+    """The SQL server of an SQL site failed a statement: nothing of the change was kept (the
+    transaction rolled back, the trees made for it removed)."""
+
+    exit_code = EXIT_UNAVAILABLE
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The SQL server cannot be reached (down, wrong host/port, connection lost): the message
+    names it as host:port (or the socket path)."""
+
+
+class DatabaseDenied(DatabaseError):
+    """The SQL server refused the login, or the right on a table."""
+
+    exit_code = EXIT_NOPERM
+
+
 class NotAuthorized(VcliError):
     exit_code = EXIT_NOPERM
 

@@ -304,7 +304,7 @@ def old_users(store, domain: str | None, age_days: int, exclude: set[str], note,
             if address in exclude:
                 note(f"skipping {address} (excluded)")
                 continue
-            la = store.lastauth(u)
+            la = store.lastauth(u, dom)
             if la is None or la[0] == 0 or la[0] >= cutoff:
                 continue
             if is_catchall(u):

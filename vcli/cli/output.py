@@ -73,7 +73,7 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
             f"dir:       {user.dir}",
             f"quota:     {user.quota}",
             f"usage:     {usage()}",
-            *lastauth_lines(store.lastauth(user)),
+            *lastauth_lines(store.lastauth(user, domain)),
         ]
     out: list[str] = []
     for sel in SELECTORS:
@@ -99,7 +99,7 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
         elif sel == "Q":
             out.append(usage())
         elif sel == "l":
-            out.extend(lastauth_lines(store.lastauth(user)))
+            out.extend(lastauth_lines(store.lastauth(user, domain)))
     return out
 
 
@@ -108,7 +108,7 @@ def user_json(store, user, domain: str, with_usage: bool = True, mask: int | Non
     """The documented JSON shape of a user (README "JSON output").  A listing passes the domain's
     limit bits once (`mask`) and a memoized `names`; usage reads maildirsize only if asked."""
     eff = store.effective_flags(user, domain, mask)
-    auth = store.lastauth(user)
+    auth = store.lastauth(user, domain)
     d = {
         "address": f"{user.name}@{domain}",
         "name": user.name,

@@ -825,13 +825,14 @@ class Session:
         vu = self.store.find_user(user, domain) if self.store.find_domain(domain) else None
         if vu is None:
             return None, e(12, missing)
+        vu._domain = domain  # the lastauth row of an SQL site is keyed by the domain too
         return vu, None
 
     def c_get_lastauth(self, args, line):
         vu, reply = self._user_target(args, (3701, 3702, 3703, 3704, 3705))
         if reply:
             return reply
-        auth = self.store.lastauth(vu)
+        auth = self.store.lastauth(vu, vu._domain)
         if auth is None:
             return multi(["time 0", "ip (null)"])
         return multi([f"time {int(auth[0])}", f"ip {auth[1]}"])

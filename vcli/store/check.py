@@ -231,7 +231,7 @@ class Checker:
             if intent.tmp_home(u.dir.rstrip("/")) in handled and not os.path.lexists(u.dir):
                 continue
             self._check_user(entry, u, owner, recreate=False)
-        self._check_leftovers(ddir, homes, handled)
+        self._check_leftovers(ddir, homes, handled, f"the {auth.name} table")
 
     def check_stored_domains(self, entries: list[AssignEntry]) -> None:
         """Domains the module holds rows of that users/assign does not name (left alone)."""
@@ -286,7 +286,8 @@ class Checker:
                 owner.apply(p)
         return f"recreated the Maildir of {u.name}"
 
-    def _check_leftovers(self, ddir: str, homes: set[str], handled: set[str] = frozenset()) -> None:
+    def _check_leftovers(self, ddir: str, homes: set[str], handled: set[str] = frozenset(),
+                         records: str = "vpasswd") -> None:
         """Temp files and half-made trees of interrupted commands; orphaned mailboxes.
         `handled`: temp trees already judged (SQL)."""
         for root, dirs, files in os.walk(ddir):
@@ -310,7 +311,7 @@ class Checker:
                     keep.append(name)  # a hash directory
                     continue
                 if os.path.isdir(os.path.join(p, "Maildir")):
-                    self.add(p, "mailbox not in vpasswd (orphaned; left alone)")
+                    self.add(p, f"mailbox not in {records} (orphaned; left alone)")
             dirs[:] = keep
 
     def check_unregistered(self, entries: list[AssignEntry]) -> None:

@@ -433,8 +433,17 @@ class Store(BackendCommon):
         return UserUsage(used_bytes, used_count, pct)
 
     def lastauth(self, user: VUser, domain: str | None = None) -> tuple[float, str] | None:
-        """(time, content) of the user's last login, or None (cdb: the lastauth file)."""
-        return self.auth.lastauth(self.real_entry(domain) if domain else None, user)
+        """(time, content) of the user's last login, or None (cdb: the lastauth file; SQL: the
+        lastauth row, which needs the domain: `domain`, else the one the record was read from)."""
+        if not getattr(self.auth, "lastauth_by_domain", False):
+            return self.auth.lastauth(None, user)  # cdb: the file in the home, no lookup
+        domain = domain or getattr(user, "_domain", None)
+        if not domain:
+            return self.auth.lastauth(None, user)
+        cached = getattr(self, "_lastauth_entry", None)  # a listing asks once per user of one domain
+        if cached is None or cached[0] != domain:
+            cached = self._lastauth_entry = (domain, self.real_entry(domain))
+        return self.auth.lastauth(cached[1], user)
 
     def set_lastauth(self, user: VUser, domain: str, ip: str) -> None:
         """vchkpw's record of a good login (cdb: `<home>/lastauth` := the client IP, its mtime the
@@ -545,8 +554,10 @@ class Store(BackendCommon):
         except FileExistsError:
             pass
 
-    def _make_user_dirs(self, users: list[VUser], owner: Owner, made: list[str], progress=None) -> None:
+    def _make_user_dirs(self, users: list[VUser], owner: Owner, made: list[str], progress=None,
+                        lastauth: bool = True) -> None:
         """Build the users' trees under their temp names; `made` collects the homes built.
+        `lastauth`: with the `lastauth` file of a new account (cdb; SQL keeps it in a table).
 
         mkdir dominates a bulk import (five directories a user, ~40 us each on ext4), and
         directories in different parents can be made concurrently, so large batches use
@@ -557,7 +568,7 @@ class Store(BackendCommon):
         jobs = [(vu.dir, _new_maildirsize(vu.quota)) for vu in users]
         if len(users) < 200 or journal() is not None:
             for i, (home, mds) in enumerate(jobs, 1):
-                _make_tree(home, owner, mds)
+                _make_tree(home, owner, mds, lastauth)
                 made.append(home)
                 if progress:
                     progress(i)
@@ -569,7 +580,8 @@ class Store(BackendCommon):
         error: BaseException | None = None
         done = 0
         with ProcessPoolExecutor(4, initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            for ok, exc in pool.map(_make_trees, chunks, [(owner.uid, owner.gid, owner.active)] * len(chunks)):
+            for ok, exc in pool.map(_make_trees, chunks,
+                                    [(owner.uid, owner.gid, owner.active, lastauth)] * len(chunks)):
                 made.extend(ok)
                 done += len(ok)
                 if exc is not None and error is None:
@@ -906,7 +918,7 @@ def _die_with_parent(parent: int) -> None:
 
 def _make_trees(jobs: list[tuple[str, bytes | None]], ids: tuple) -> tuple[list[str], BaseException | None]:
     """Worker-process side of a bulk add: (homes built, first error)."""
-    uid, gid, active = ids
+    uid, gid, active, lastauth = ids
     owner = Owner(uid, gid) if active else Owner()
     made = []
     parent = os.getppid()
@@ -914,15 +926,16 @@ def _make_trees(jobs: list[tuple[str, bytes | None]], ids: tuple) -> tuple[list[
         if os.getppid() != parent:  # the command died (where PR_SET_PDEATHSIG is missing)
             return made, StoreIOError("interrupted")
         try:
-            _make_tree(home, owner, mds)
+            _make_tree(home, owner, mds, lastauth)
         except Exception as exc:  # noqa: BLE001 - handed back to the parent, which rolls back
             return made, exc
         made.append(home)
     return made, None
 
 
-def _make_tree(home: str, owner: Owner, maildirsize: bytes | None = None) -> None:
-    """User dir + Maildir/{new,cur,tmp} + lastauth (+ maildirsize), built at intent.tmp_home(home).
+def _make_tree(home: str, owner: Owner, maildirsize: bytes | None = None, lastauth: bool = True) -> None:
+    """User dir + Maildir/{new,cur,tmp} + lastauth (+ maildirsize), built at intent.tmp_home(home);
+    `lastauth=False`: no lastauth file (an SQL site keeps it in its table).
 
     The caller renames it into place once vpasswd names the user.
     """
@@ -939,8 +952,8 @@ def _make_tree(home: str, owner: Owner, maildirsize: bytes | None = None) -> Non
         os.mkdir(tmp, 0o700)
         for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
             os.mkdir(os.path.join(tmp, sub), 0o700)
-        made = ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp", "lastauth"]
-        files = [("lastauth", b"0.0.0.0")]
+        made = ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] + (["lastauth"] if lastauth else [])
+        files = [("lastauth", b"0.0.0.0")] if lastauth else []
         if maildirsize is not None:
             files.append(("Maildir/maildirsize", maildirsize))
             made.append("Maildir/maildirsize")

@@ -18,7 +18,7 @@ step because how a change commits differs:
 * cdb (`CdbAuth`): the commit point is the rename of vpasswd; the counter (`.dir-control`) and
   `.dir_control_free` are staged files of the same step; an intent record
   (vcli/store/intent.py) lets the next reader finish or undo a change killed half-way.
-* SQL (to come: `mysql.py`, `pgsql.py`): one transaction on the update connection: the
+* SQL (`sql.py` shared, `mysql.py` / `pgsql.py` the dialects): one transaction on the update connection: the
   dir_control row read `FOR UPDATE` and bumped, the INSERT/UPDATE/DELETE of the user row, the
   lastauth row; the trees are made under their temp names (`intent.tmp_home`) *before* COMMIT
   and renamed in after it; a failed statement rolls back and the temp trees are removed.  A
@@ -115,13 +115,16 @@ class AuthModule(Protocol):
         """delete_user of each in one commit (vdeloldusers); names not there are skipped."""
 
     def rebuild_index(self, entry: AssignEntry) -> str:
-        """vmkpasswd: the module's lookup index rebuilt from its records (cdb: vpasswd.cdb); its path."""
+        """vmkpasswd: the module's lookup index rebuilt from its records (cdb: vpasswd.cdb); its path
+        ('' on SQL: the server keeps the index, there is nothing to rebuild)."""
 
     # whole-domain moves (vcli convert, vcli/store/convert.py) and repairs (vcli check)
-    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl) -> int:
-        """Store these records verbatim (their homes already exist) and this counter in one
-        commit; returns the number stored.  cdb: they replace the domain's vpasswd; SQL: a name
-        already there is UserExists (vcli convert empties the domain first with delete_domain)."""
+    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
+        """vconvert's target side: store `records` verbatim (their homes already exist, nothing is
+        made on disk) and set the domain's hashed-dir counter to `dir_control` (None: leave it),
+        all in one commit; returns the number stored.  SQL: a name already there -> UserExists
+        and nothing is written; cdb: they replace the domain's vpasswd (vcli convert empties the
+        domain first with delete_domain either way, so a rerun replaces a half run's records)."""
 
     def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
         """(user, time, ip) of every lastauth record of the domain (whole seconds)."""
@@ -138,8 +141,15 @@ class AuthModule(Protocol):
         (SQL: the pw_domain / dir_control keys), for `vcli check` against users/assign."""
 
 
+def driver_missing(name: str, exc: ImportError) -> AuthModuleUnavailable:
+    label = {"mysql": "MySQL", "pgsql": "PostgreSQL"}.get(name, name)
+    return AuthModuleUnavailable(f"{label} auth module: its driver {exc.name or exc} is not installed "
+                                 f"(pip install 'vcli[{name}]')")
+
+
 def open_auth(store) -> AuthModule:
-    """The module the site's settings name (vpopmail_config.h, config file, VCLI_AUTH_MODULE)."""
+    """The module the site's settings name (vpopmail_config.h, config file, VCLI_AUTH_MODULE).
+    An SQL module's driver is imported here only, on an SQL site."""
     name = getattr(store.s, "auth_module", "cdb") or "cdb"
     if name == "cdb":
         from .cdb import CdbAuth
@@ -147,5 +157,18 @@ def open_auth(store) -> AuthModule:
         return CdbAuth(store)
     label = {"mysql": "MySQL", "pgsql": "PostgreSQL"}.get(name, name)
     where = getattr(store.s, "sources", {}).get("auth_module", "")
-    raise AuthModuleUnavailable(f"{label} auth module not available in this version of vcli"
-                                + (f" (the site's {where} says {name})" if where else ""))
+    said = f" (the site's {where} says {name})" if where else ""
+    try:
+        if name == "mysql":
+            from .mysql import MysqlAuth
+
+            return MysqlAuth(store)
+        if name == "pgsql":
+            from .pgsql import PgsqlAuth
+
+            return PgsqlAuth(store)
+    except ImportError as exc:  # the module (not in this version), or its driver, is missing
+        if (exc.name or "").startswith("vcli."):
+            raise AuthModuleUnavailable(f"{label} auth module not available in this version of vcli{said}") from None
+        raise driver_missing(name, exc) from None
+    raise AuthModuleUnavailable(f"{label} auth module not available in this version of vcli{said}")

@@ -268,10 +268,10 @@ class CdbAuth:
 
     # --- vcli convert and vcli check: whole-domain record moves and the counter -----------------
 
-    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl) -> int:
+    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
         """vconvert into cdb: the domain's vpasswd, vpasswd.cdb and .dir-control become exactly
-        these records (sorted by name, as vpopmail's adds keep vpasswd) and this counter; the
-        homes already exist.  Staged first, then vpasswd renamed in (the commit), then the cdb
+        these records (sorted by name, as vpopmail's adds keep vpasswd) and this counter (None:
+        the counter is left as it is); the homes already exist.  Staged first, then vpasswd renamed in (the commit), then the cdb
         and the counter: a crash leaves the old vpasswd, or the new one with a cdb older than it,
         which every reader rebuilds.  An unchanged file is not rewritten.  Returns the count."""
         owner = self._owner(entry)
@@ -290,7 +290,8 @@ class CdbAuth:
                     staged.append((write_staged(vp, data, mode, owner, f"vpasswd.bak.{os.getpid()}"), vp))
                 if old_vp != data or read_bytes(vp + ".cdb") != cdb_data:
                     staged.append((write_staged(vp + ".cdb", cdb_data, 0o600, owner, "cdb.tmp"), vp + ".cdb"))
-                if old_dc is None or DirControl.parse(old_dc) != DirControl.parse(dir_control.dump()):
+                if dir_control is not None and (
+                        old_dc is None or DirControl.parse(old_dc) != DirControl.parse(dir_control.dump())):
                     staged.append((write_staged(dc_path, dir_control.dump(), 0o600, owner,
                                                 f".dir-control.{os.getpid()}"), dc_path))
                 for tmp, path in staged:
