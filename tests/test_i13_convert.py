@@ -304,7 +304,7 @@ def test_i13_06_round_trip_cdb_mysql_cdb(two, mariadb):
     # the cdb files are no longer read: with them gone every command still works (through the alias too)
     for path in before:
         os.unlink(path)
-    assert st.ok("vuserinfo", "u00003@example.test").out == info.replace("uid:          1", "uid:          0")
+    assert st.ok("vuserinfo", "u00003@example.test").out == info.replace("\nuid:    1\n", "\nuid:    0\n")
     st.ok("vuserinfo", "u00003@alias.test")
     assert db.query("SELECT pw_uid FROM vpopmail WHERE pw_name = 'u00003'") == [(0,)]
     r = st.ok("vcli", "convert", "--to", "cdb")

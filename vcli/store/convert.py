@@ -83,6 +83,16 @@ def _dc_state(dc: DirControl, quirk: bool) -> tuple:
             list(dc.mod[:2]) if quirk else list(dc.mod), list(dc.index), dc.the_dir)
 
 
+def sql_counter(dc: DirControl) -> DirControl:
+    """A cdb counter as an SQL row holds it: vpopmail's cdb reader drops the third mod value
+    (`0 2 4` reads back, and is rewritten, as `0 2 2`, spec/store.md §6.1), its SQL reader does
+    not (spec/sql.md §8.9), so the row gets vpopmail's 4 -- what vadduser on MySQL writes --
+    unless the third level is already in use (then hashing goes on as it did)."""
+    if dc.level_cur < 2 and dc.mod[2] == dc.mod[1]:
+        dc = dc.replace(mod=[dc.mod[0], dc.mod[1], DirControl().mod[2]])
+    return dc
+
+
 def copy_domain(source, target, entry: AssignEntry, progress: Callable[[int], None] | None = None,
                 target_entry: AssignEntry | None = None) -> int:
     """Copy one domain's records, counter and lastauth records from `source` to `target` (auth
@@ -92,6 +102,8 @@ def copy_domain(source, target, entry: AssignEntry, progress: Callable[[int], No
     target.delete_domain(te)  # what a half run left goes (SQL: rows, lastauth, dir_control)
     target.create_domain(te)
     dc = source.dir_control(entry)
+    if source.name == "cdb" and target.name != "cdb":
+        dc = sql_counter(dc)
     n = target.import_records(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
     if keeps_lastauth(source) and keeps_lastauth(target):
         target.import_lastauth(te, source.list_lastauth(entry))
