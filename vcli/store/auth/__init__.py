@@ -136,6 +136,10 @@ class AuthModule(Protocol):
     def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
         """Set the dir-control count to the number of records, in one step; (was, now)."""
 
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """Which of `names` (lower case) the domain holds: the bulk import's check before it
+        writes anything (cdb: an index read each; SQL: batched IN lists, not a query a name)."""
+
     def stored_domains(self) -> list[str]:
         """Domains the module holds records or counters of that live outside the domain dirs
         (SQL: the pw_domain / dir_control keys), for `vcli check` against users/assign."""

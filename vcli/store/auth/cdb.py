@@ -368,6 +368,10 @@ class CdbAuth:
             atomic_write(path, fresh.dump(), mode, self._owner(entry), tmp_name=f".dir-control.{os.getpid()}")
         return was, fresh.cur_users
 
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """The names vpasswd.cdb has (one index lookup each, as find_user)."""
+        return {n for n in names if self._cdb_get(entry, n.encode("utf-8", "surrogateescape")) is not None}
+
     def stored_domains(self) -> list[str]:
         """Domains the module holds records of outside users/assign: none for cdb (a domain's
         vpasswd lives in its directory, which `vcli check` already walks)."""

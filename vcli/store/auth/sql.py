@@ -774,6 +774,20 @@ class SqlAuth:
             self._dc_write(cur, entry.real, dc)
         return was, dc.cur_users
 
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """The names the table has, BATCH names a query (a bulk import of a million users asked
+        one SELECT a name: a third of its time)."""
+        dom, params = self._dom(entry)
+        qt = self.d.quote(self.user_table(entry))
+        found: set[str] = set()
+        for i in range(0, len(names), BATCH):
+            chunk = names[i:i + BATCH]
+            sql = f"SELECT pw_name FROM {qt} WHERE pw_name IN ({', '.join(['%s'] * len(chunk))}){dom}"
+            rows = self._read("read", lambda cur, sql=sql, chunk=chunk: (cur.execute(sql, (*chunk, *params)),
+                                                                         cur.fetchall())[1])
+            found |= {str(_text(r[0])).lower() for r in rows or ()}
+        return found
+
     def stored_domains(self) -> list[str]:
         """The domains of the user rows (many-domains) and of the dir_control rows (not the
         `dom_<uid>` domain counters), for vcli check against users/assign."""
