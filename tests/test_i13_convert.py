@@ -410,3 +410,20 @@ def test_i13_06_named_domains_switch_once_all_are_in(two, mariadb):
     assert "not switching" in r.out and _module(st) == "cdb"
     r = st.ok("vcli", "convert", "--to", "mysql", "alpha.test")
     assert "verified 2 of 2 domains" in r.out and "switched" in r.out and _module(st) == "mysql"
+
+
+def test_i13_06_switched_config_keeps_the_lookup_lean(tmp_path):
+    """The file the switch writes is read without tomllib (and so without re): a converted site's
+    vuserinfo starts as lean as before (tests/test_i11_lean.py)."""
+    from storeenv import make_env, run
+    from test_i11_lean import BANNED, _probe
+
+    env = make_env(tmp_path)
+    assert run(env, "vadddomain", "lean.test", "Pm-pass1x").returncode == 0
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("# vcli\n")
+    set_values(str(cfg), {"auth_module": "cdb", "db_file": "/x/y"})
+    env["VCLI_CONFIG"] = str(cfg)
+    r, imported = _probe(env, "vuserinfo", "postmaster@lean.test")
+    assert r.returncode == 0 and "postmaster" in r.stdout
+    assert not imported & (BANNED | {"tomllib"}), imported & (BANNED | {"tomllib"})

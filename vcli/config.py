@@ -135,15 +135,56 @@ def load_config_file(path: str, required: bool = False) -> dict:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    import tomllib
-
     try:
         with f:
-            config = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    config = _flat(data)
+    if config is None:
+        import tomllib
+
+        try:
+            config = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     check_keys(path, config)
     return config
+
+
+def _flat(data: bytes) -> dict | None:
+    """A config file of plain `key = "text"` / `key = true` / `key = 12` lines and comments
+    (what `vcli convert` writes) read without tomllib, whose import (with re) costs the lookup
+    commands ~7 ms; None for anything else (tables, escapes, arrays...): tomllib reads it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    out: dict = {}
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not (key.isascii() and key.replace("_", "a").replace("-", "a").isalnum()) or key in out:
+            return None
+        if value.startswith('"'):
+            end = value.find('"', 1)
+            rest = value[end + 1:].strip() if end > 0 else "x"
+            body = value[1:end]
+            if end < 0 or "\\" in body or (rest and not rest.startswith("#")) or not body.isprintable():
+                return None
+            out[key] = body
+            continue
+        value = value.split("#", 1)[0].strip()
+        if value in ("true", "false"):
+            out[key] = value == "true"
+        elif value.lstrip("-").isdigit() and value.isascii() and not value.lstrip("-").startswith("0") or value == "0":
+            out[key] = int(value)
+        else:
+            return None
+    return out
 
 
 def check_keys(path: str, config: dict) -> None:
