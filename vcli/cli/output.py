@@ -188,6 +188,8 @@ def dry_run_lines(j) -> list[str]:
             out.append(f"would remove the tree {path}")
         elif kind == "signal":
             out.append(f"would signal {path}")
+        elif kind == "sql":  # an SQL site: the statement (checked by the server, rolled back)
+            out.append(f"would run: {path}")
     for path in order:
         old, new = first_old[path], last_new[path]
         if old == new:

@@ -172,7 +172,11 @@ def rebuild_cdb(store, domain: str) -> str:
     A._local_store(store, "vmkpasswd")
     if store.find_domain(domain) is None:
         raise A.ClassicError(f"Domain does not exist: {domain}", 253)
-    return store.rebuild_cdb(domain)
+    path = store.rebuild_cdb(domain)
+    if not path:  # an SQL site: the server keeps the index of the table
+        print(f"vmkpasswd: nothing to rebuild: {domain}'s users are in the {store.auth.name} database",
+              file=sys.stderr)
+    return path
 
 
 def vmkpasswd_main(argv: list[str]) -> int:

@@ -120,10 +120,11 @@ def _drop_privileges(target: tuple[str, int, int] | None) -> None:
     os.setuid(uid)
 
 
-def _preload(tls: bool) -> None:
+def _preload(tls: bool, auth_module: str = "cdb") -> None:
     """Import now what the sessions use later: once privileges are dropped the interpreter's
     own files may be unreadable (Python or the venv under /root), and the workers are forked
-    from this process, so what is loaded here is all they need."""
+    from this process, so what is loaded here is all they need -- on an SQL site the driver too
+    (its connections are opened in each worker, after the fork)."""
     import asyncio  # noqa: F401
     import concurrent.futures.process  # noqa: F401
     import hmac  # noqa: F401
@@ -145,7 +146,12 @@ def _preload(tls: bool) -> None:
     for mod in pkgutil.iter_modules(store.__path__, store.__name__ + "."):
         importlib.import_module(mod.name)
     from ..store import passwords
-    from ..store.auth import cdb  # noqa: F401 - the auth module Store() opens (an SQL module: preload it too)
+    from ..store.auth import cdb  # noqa: F401 - the auth module Store() opens
+    if auth_module in ("mysql", "pgsql"):
+        module = importlib.import_module(f"vcli.store.auth.{auth_module}")
+        preload = getattr(module, "preload_driver", None)
+        if preload is not None:
+            preload()
     from . import serve, wire  # noqa: F401
 
     try:
@@ -267,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from .serve import bind, run_workers
 
     try:
-        _preload(bool(ssl_ctx))
+        _preload(bool(ssl_ctx), settings.auth_module)
         if target is not None:
             qmail_users = os.path.join(settings.qmail_dir, "users")
             _check_access(target, [(settings.vpopmail_dir, os.X_OK),

@@ -66,6 +66,10 @@ def check_clear(clear: str) -> None:
         raise VpopError(code=-20)
     if len(clear) > MAX_CLEAR:
         raise VpopError(code=-27)
+    try:  # bytes that are not UTF-8 (argv decodes them to surrogates): crypt(3) cannot take them
+        clear.encode("utf-8")
+    except UnicodeEncodeError:
+        raise VpopError("bad character: the password is not UTF-8 text", code=-20) from None
 
 
 def check_hash(hashed: str) -> None:

@@ -38,7 +38,6 @@ from ..errors import (
 )
 from ..model import MAX_DIR, AssignEntry, DomainInfo, Limits, NewUser, UserChanges, UserUsage, VUser
 from . import intent, ipmap, names, quota
-from .dircontrol import DirControl
 from .fsutil import (
     Owner,
     atomic_write,
@@ -157,28 +156,23 @@ class Store(BackendCommon):
             raise BadCharacter()
         if not os.path.isdir(base):  # vpopmail changes into it: a mistyped -d or -u home makes no tree
             raise StoreMissing(f"Unable to chdir to vpopmail directory: {base}")
-        try:
+        self.auth.check_new_domain(domain, [e.name for e in self.list_domains()])
+
+        def make(hash_dir: str) -> str:  # the domain's directory, in the hash dir the counter chose
             self._makedirs(domains, owner)
-            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
-                dc_path = os.path.join(domains, ".dir-control")
-                dc = DirControl.parse(read_bytes(dc_path))
-                hash_dir = dc.next_dir()
-                parent = os.path.join(domains, hash_dir) if hash_dir else domains
-                ddir = os.path.join(parent, domain)
-                if len(ddir) > MAX_DIR:
-                    raise TooLong("dir too long (max=160)", -30)
-                self._makedirs(parent, owner)
-                try:
-                    make_dir(ddir, 0o700, owner)
-                except FileExistsError:
-                    raise VpopError(code=-14) from None
-                old_dc, new_dc = read_bytes(dc_path), dc.dump()
-                try:
-                    atomic_write(dc_path, new_dc, 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
-                except BaseException:
-                    if journal() is None:
-                        os.rmdir(ddir)
-                    raise
+            parent = os.path.join(domains, hash_dir) if hash_dir else domains
+            ddir = os.path.join(parent, domain)
+            if len(ddir) > MAX_DIR:
+                raise TooLong("dir too long (max=160)", -30)
+            self._makedirs(parent, owner)
+            try:
+                make_dir(ddir, 0o700, owner)
+            except FileExistsError:
+                raise VpopError(code=-14) from None
+            return ddir
+
+        try:
+            ddir, undo = self.auth.take_domain_dir(domains, owner, make)
         except OSError as exc:
             raise io_error(exc, domains) from None
         entry = AssignEntry(domain, domain, uid, gid, ddir)
@@ -195,18 +189,10 @@ class Store(BackendCommon):
         except BaseException:
             try:
                 if self.find_domain(domain):
-                    self.del_domain(domain, force=True, undo_count=(new_dc, old_dc))
+                    self.del_domain(domain, force=True, undo_count=undo)
                 else:  # not registered yet: only the directory and the counter to undo
                     self._remove_tree(ddir, domains)
-                    with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
-                        now = read_bytes(dc_path)
-                        if now == new_dc and old_dc is None:
-                            remove_file(dc_path)
-                        else:  # the exact old bytes if nobody counted since, else one less
-                            dc = DirControl.parse(now)
-                            dc.remove_one()
-                            atomic_write(dc_path, old_dc if now == new_dc else dc.dump(), 0o600, owner,
-                                         tmp_name=f".dir-control.{os.getpid()}")
+                    self.auth.release_domain_dir(domains, owner, undo)
             except Exception as exc2:  # noqa: BLE001 - report both, keep the first
                 self.warn(f"Error: {exc2}")
             raise
@@ -241,6 +227,8 @@ class Store(BackendCommon):
         if self.find_domain(alias):
             raise DomainExists()
         entry = AssignEntry(alias, real_entry.real, real_entry.uid, real_entry.gid, real_entry.dir)
+        if self.s.sql_aliasdomains:  # the aliasdomains row first: a refused one leaves assign alone
+            self.auth.alias_domain_added(real_entry.real, alias)
         self.qmail.add_assign(entry)
         self.qmail.add_rcpthost(alias)
         self.qmail.add_virtualdomain(alias)
@@ -257,12 +245,15 @@ class Store(BackendCommon):
         removed: a failure before that leaves the domain whole.  A symlinked domain
         directory (domains on another disk) loses its target tree and the link.
         `progress` is called with the number of mailboxes removed so far.  `undo_count`
-        (what add_domain wrote, what was there before) puts domains/.dir-control back byte
-        for byte when a failed vadddomain is undone and nobody counted since."""
+        (what the auth module's take_domain_dir returned) puts the domain counter back exactly
+        when a failed vadddomain is undone and nobody counted since (cdb: domains/.dir-control
+        byte for byte)."""
         entry = self.domain(domain)
         if entry.is_alias:
             self._check_writable([entry], [])
             self._unregister([entry])
+            if self.s.sql_aliasdomains:
+                self.auth.alias_domains_removed([entry.name])
             self.qmail.hup_qmail_send()
             return []
         aliases = [e for e in self.list_domains() if e.real == entry.real and e.name != entry.name]
@@ -270,10 +261,9 @@ class Store(BackendCommon):
             return [a.name for a in aliases]
         ddir = entry.dir.rstrip("/") or entry.dir
         domains = _domains_root(ddir)
-        dc_path = os.path.join(domains, ".dir-control")
         target = self._domain_target(ddir)
         dirs = [os.path.dirname(ddir)] + ([os.path.dirname(target)] if target else [])
-        if os.path.exists(dc_path):
+        if self.auth.name == "cdb" and os.path.exists(os.path.join(domains, ".dir-control")):
             dirs.append(domains)
         self._check_writable(aliases + [entry], dirs)
         self._unregister(aliases + [entry])
@@ -290,17 +280,9 @@ class Store(BackendCommon):
             remove_file(ddir)
         else:
             self._remove_tree(ddir, domains, progress)
-        if os.path.exists(dc_path):
-            with locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, self._owner(entry)):
-                now = read_bytes(dc_path)
-                if undo_count and now == undo_count[0] and undo_count[1] is None:
-                    remove_file(dc_path)
-                else:
-                    dc = DirControl.parse(now)
-                    dc.remove_one()
-                    data = undo_count[1] if undo_count and now == undo_count[0] else dc.dump()
-                    atomic_write(dc_path, data, 0o600 if undo_count else _umask_mode(), self._owner(entry),
-                                 tmp_name=f".dir-control.{os.getpid()}")
+        self.auth.release_domain_dir(domains, self._owner(entry), undo_count)
+        if self.s.sql_aliasdomains:
+            self.auth.alias_domains_removed([entry.name] + [a.name for a in aliases])
         return [a.name for a in aliases]
 
     def _domain_target(self, ddir: str) -> str | None:
@@ -384,9 +366,14 @@ class Store(BackendCommon):
         """The domain's limits, else vlimits.default; neither readable -> LimitsUnreadable."""
         if domain is not None:
             entry = self.real_entry(domain)
-            data = read_bytes(self.limits_path(entry))
-            if data is not None:
-                return Limits.parse(data)
+            if self._limits_table():  # ENABLE_MYSQL_LIMITS: the table, never .qmailadmin-limits
+                lim = self.auth.limits_get(entry)
+                if lim is not None:
+                    return lim
+            else:
+                data = read_bytes(self.limits_path(entry))
+                if data is not None:
+                    return Limits.parse(data)
         data = read_bytes(self.default_limits_path())
         if data is None:
             raise LimitsUnreadable()
@@ -397,10 +384,20 @@ class Store(BackendCommon):
             atomic_write(self.default_limits_path(), lim.dump(), 0o644)
             return
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_set(entry, lim)
+            return
         atomic_write(self.limits_path(entry), lim.dump(), 0o600, self._owner(entry))
+
+    def _limits_table(self) -> bool:
+        """ENABLE_MYSQL_LIMITS on a MySQL site: domain limits live in the `limits` table."""
+        return getattr(self.auth, "has_limits_table", False)
 
     def del_limits(self, domain: str) -> None:
         entry = self.real_entry(domain)
+        if self._limits_table():
+            self.auth.limits_delete(entry)
+            return
         try:
             remove_file(self.limits_path(entry))
         except FileNotFoundError:
@@ -484,8 +481,10 @@ class Store(BackendCommon):
         data = quota.maildirsize_bytes(vu.quota, used_bytes, used_count)
         return [(write_staged(path, data, 0o600, owner, tmp_name, durable), path)]
 
-    def _check_gecos(self, gecos: str) -> str:
-        if ":" in gecos or any(c in gecos for c in "\0\n\r"):
+    def _check_gecos(self, gecos: str, colon_ok: bool = False) -> str:
+        """`colon_ok`: a changed comment on an SQL site may hold ':' (vmoduser stores it verbatim
+        there, sql.md §10 item 17; only vpasswd's format forbids it)."""
+        if (":" in gecos and not colon_ok) or any(c in gecos for c in "\0\n\r"):
             raise BadCharacter()
         if len(gecos) > self.s.max_gecos:
             raise TooLong(f"gecos too long (max={self.s.max_gecos})", -28)
@@ -619,7 +618,7 @@ class Store(BackendCommon):
         """(change function, normalized quota or None) of `ch`, every value checked first;
         `fresh_hash`: hash the password per call (a batch), else once now."""
         if ch.gecos is not None:
-            self._check_gecos(ch.gecos)
+            self._check_gecos(ch.gecos, colon_ok=self.auth.name != "cdb")
         hashed = None
         if ch.password is not None:
             _passwords().check_clear(ch.password)
@@ -746,8 +745,14 @@ class Store(BackendCommon):
         """Alias edits serialise on the domain's .vpasswd.lock: a `.qmail-x.lock` would itself be an alias."""
         return locked(os.path.join(entry.dir, ".vpasswd.lock"), self.lock_wait, self._owner(entry))
 
+    def _valias(self) -> bool:
+        """VALIAS on an SQL site: the aliases are rows of the valias table, not .qmail files."""
+        return self.s.valias and hasattr(self.auth, "valias_names")
+
     def alias_names(self, domain: str) -> list[str]:
         entry = self.real_entry(domain)
+        if self._valias():
+            return self.auth.valias_names(entry)
         out = []
         try:
             items = list(os.scandir(entry.dir))
@@ -764,7 +769,10 @@ class Store(BackendCommon):
     def alias_lines(self, domain: str, alias: str) -> list[str] | None:
         """Lines of one alias, or None when it does not exist."""
         entry = self.real_entry(domain)
-        data = read_bytes(self._alias_path(entry, alias))
+        path = self._alias_path(entry, alias)
+        if self._valias():
+            return self.auth.valias_lines(entry, alias.lower())
+        data = read_bytes(path)
         if data is None:
             return None
         return data.decode("utf-8", "surrogateescape").splitlines()
@@ -779,6 +787,9 @@ class Store(BackendCommon):
             raise BadCharacter()
         if len(line) >= MAX_ALIAS_LINE:
             raise TooLong("alias line too long (max=160)", -32)
+        if self._valias():
+            self.auth.valias_add(entry, alias.lower(), line, allow_duplicate)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path) or b""
             lines = data.decode("utf-8", "surrogateescape").splitlines()
@@ -791,6 +802,9 @@ class Store(BackendCommon):
         """Drop every line that starts with `prefix` (vpopmail's prefix match)."""
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():  # vpopmail's DELETE compares the whole line (sql.md §4.12)
+            self.auth.valias_remove(entry, alias.lower(), prefix)
+            return
         with self._alias_lock(entry):
             data = read_bytes(path)
             if data is None:
@@ -801,6 +815,9 @@ class Store(BackendCommon):
     def delete_alias(self, domain: str, alias: str) -> None:
         entry = self.real_entry(domain)
         path = self._alias_path(entry, alias)
+        if self._valias():
+            self.auth.valias_delete(entry, alias.lower())
+            return
         try:
             remove_file(path)
         except FileNotFoundError:
@@ -816,24 +833,43 @@ class Store(BackendCommon):
         if not self.s.ip_alias_domains:
             raise IpAliasDomainsOff()
 
+    def _ip_map_table(self) -> bool:
+        """An SQL site keeps the map in its ip_alias_map table (one domain per address)."""
+        return hasattr(self.auth, "ipmap_list")
+
     def ip_maps(self) -> list[tuple[str, str]]:
-        """(ip, domain) of etc/ip_alias_map in file order."""
+        """(ip, domain) of etc/ip_alias_map in file order (SQL: the table's rows by address)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_list()
         return ipmap.read_maps(self.ip_map_path)
 
     def get_ip_map(self, ip: str) -> str | None:
         """The domain of the first line for this IP, or None."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            return self.auth.ipmap_get(ipmap.check_ip(ip))
         return ipmap.lookup(self.ip_map_path, ipmap.check_ip(ip))
 
     def add_ip_map(self, ip: str, domain: str) -> None:
-        """Map an IP to an existing domain (the same pair again moves to the end)."""
+        """Map an IP to an existing domain (the same pair again moves to the end; SQL: the
+        address's row now names this domain)."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            ipmap.check_ip(ip)
+            if self.find_domain(domain.lower()) is None:
+                raise ipmap.DomainNotFound(f"domain {domain.lower()} does not exist")
+            self.auth.ipmap_add(ip, domain.lower())
+            return
         ipmap.add(self, self.ip_map_path, ip, domain, self.lock_wait)
 
     def del_ip_map(self, ip: str, domain: str) -> None:
         """Drop one IP-domain pair; IpMapNotFound when it is not there."""
         self._ip_maps_built()
+        if self._ip_map_table():
+            if not self.auth.ipmap_delete(ipmap.check_ip(ip), domain.lower()):
+                raise ipmap.IpMapNotFound(f"no ip map {ip} {domain.lower()}")
+            return
         ipmap.delete(self.ip_map_path, ip, domain, self.lock_wait)
 
 

@@ -31,9 +31,8 @@ default quota; a change function; a name) and do the disk part through the Store
 
 ## What stays in the Store for every module
 
-Domain dirs and the *domain* hashing counter (`domains/.dir-control`; on SQL it is the
-`dom_<uid>` row of dir_control: moving it behind `next_domain_dir` is the MySQL session's
-first step), Maildirs, maildirsize, `.dir_control_free` (a file on every module),
+Domain dirs (the *domain* hashing counter is the module's: `domains/.dir-control` on cdb, the
+`dom_<uid>` row of dir_control on SQL -- `take_domain_dir` / `release_domain_dir`), Maildirs, maildirsize, `.dir_control_free` (a file on every module),
 users/assign + cdb, rcpthosts/virtualdomains, `.qmail-*` files, `.qmailadmin-limits` and the
 locks of those files.  Build options that move those into tables (VALIAS, ENABLE_MYSQL_LIMITS,
 IP_ALIAS_DOMAINS, SQL_ALIASDOMAINS) are Settings flags; an SQL module will add the methods for
@@ -89,6 +88,25 @@ class AuthModule(Protocol):
 
     def delete_domain(self, entry: AssignEntry) -> None:
         """cdb: the counter file; SQL: the domain's rows (users, dir_control, lastauth, ...)."""
+
+    # the domain hashing counter (cdb: domains/.dir-control; SQL: dir_control row dom_<uid>)
+    def check_new_domain(self, domain: str, others: list[str]) -> None:
+        """Refuse, before vadddomain makes anything, a domain the module cannot hold (SQL without
+        MANY_DOMAINS: a table name two domains share, `a-b.com` / `a.b.com`)."""
+
+    def take_domain_dir(self, domains: str, owner, make: Callable[[str], str]) -> tuple[str, object]:
+        """Advance the domain hashing counter and `make(hash_dir)` the domain's directory in the
+        same step; (the directory, an undo token for release_domain_dir)."""
+
+    def release_domain_dir(self, domains: str, owner, undo: object = None) -> None:
+        """The counter one down (vdeldomain); `undo`: put back what take_domain_dir changed."""
+
+    # alias domains (SQL_ALIASDOMAINS: the aliasdomains table Dovecot joins, sql.md §6)
+    def alias_domain_added(self, real: str, alias: str) -> None:
+        """vaddaliasdomain's row (cdb: nothing)."""
+
+    def alias_domains_removed(self, names: list[str]) -> None:
+        """vdeldomain's rows of these names, real or alias (cdb: nothing)."""
 
     # writes: each one commit, with its disk part (see the module docstring)
     def add_users(self, entry: AssignEntry, new_users: list[NewUser], default_quota: str, exist_ok: bool,

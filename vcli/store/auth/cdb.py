@@ -138,6 +138,49 @@ class CdbAuth:
         except FileNotFoundError:
             pass
 
+    def check_new_domain(self, domain: str, others: list[str]) -> None:
+        """Nothing to refuse: a cdb domain's records live in its own directory."""
+
+    def take_domain_dir(self, domains: str, owner: Owner, make: Callable[[str], str]) -> tuple[str, object]:
+        """The next hashed domain dir from `domains/.dir-control`, made by `make(hash_dir)` under the
+        counter's lock; returns (the dir, (counter bytes written, bytes before)) for an undo."""
+        self.disk._makedirs(domains, owner)
+        with fsutil.locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+            dc_path = os.path.join(domains, ".dir-control")
+            dc = DirControl.parse(read_bytes(dc_path))
+            ddir = make(dc.next_dir())
+            old_dc, new_dc = read_bytes(dc_path), dc.dump()
+            try:
+                atomic_write(dc_path, new_dc, 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+            except BaseException:
+                if journal() is None:
+                    os.rmdir(ddir)
+                raise
+        return ddir, (new_dc, old_dc)
+
+    def release_domain_dir(self, domains: str, owner: Owner, undo: object = None) -> None:
+        """vdeldomain's decrement of `domains/.dir-control`; with `undo` (a failed vadddomain) the
+        exact old bytes come back when nobody counted since."""
+        dc_path = os.path.join(domains, ".dir-control")
+        if not os.path.exists(dc_path):
+            return
+        with fsutil.locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+            now = read_bytes(dc_path)
+            if undo and now == undo[0] and undo[1] is None:
+                remove_file(dc_path)
+            else:
+                dc = DirControl.parse(now)
+                dc.remove_one()
+                data = undo[1] if undo and now == undo[0] else dc.dump()
+                atomic_write(dc_path, data, 0o600 if undo else _disk._umask_mode(), owner,
+                             tmp_name=f".dir-control.{os.getpid()}")
+
+    def alias_domain_added(self, real: str, alias: str) -> None:
+        """Nothing: users/assign is the whole record of an alias domain on cdb."""
+
+    def alias_domains_removed(self, names: list[str]) -> None:
+        """Nothing (see alias_domain_added)."""
+
     def add_users(self, entry: AssignEntry, new_users: list[NewUser], default_quota: str, exist_ok: bool,
                   progress: Callable[[int], None] | None = None) -> list[VUser]:
         """One lock, one vpasswd rewrite, one cdb rebuild: homes from .dir_control_free, else the

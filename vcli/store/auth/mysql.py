@@ -64,9 +64,11 @@ class MysqlDialect:
     name = "mysql"
     label = "MySQL"
     has_aliasdomains = True  # SQL_ALIASDOMAINS exists for vmysql.c only (sql.md §6)
+    has_limits = True  # so does ENABLE_MYSQL_LIMITS (§1)
     lastauth_user = "user"
-    columns_query = ("SELECT COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
-                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s")
+    # (table, column, character width) of some tables of the database: `+ " IN (%s, ...)"`
+    columns_query = ("SELECT TABLE_NAME, COLUMN_NAME, CHARACTER_MAXIMUM_LENGTH FROM information_schema.COLUMNS "
+                     "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME")
 
     _errors = None
 
@@ -96,8 +98,9 @@ class MysqlDialect:
         return DDL[kind]
 
     @staticmethod
-    def create_table(qname: str, columns: str) -> str:
-        return f"CREATE TABLE IF NOT EXISTS {qname} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+    def create_table(qname: str, columns: str, temporary: bool = False) -> str:
+        kind = "TEMPORARY TABLE" if temporary else "TABLE"
+        return f"CREATE {kind} IF NOT EXISTS {qname} ({columns}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
 
     def upsert(self, table: str, cols: list[str], keys: list[str], n: int = 1) -> str:
         """vpopmail's REPLACE INTO (the row with the same key is replaced whole)."""
@@ -184,6 +187,18 @@ class MysqlDialect:
         if code in _DENIED:
             return "denied", msg
         return _KINDS.get(code, "other"), msg
+
+
+def preload_driver() -> None:
+    """The daemon imports the driver before it drops its privileges (the venv may be unreadable
+    afterwards): everything a connection, a cursor and a streamed listing load on first use."""
+    import MySQLdb
+    import MySQLdb.connections  # noqa: F401
+    import MySQLdb.converters  # noqa: F401
+    import MySQLdb.cursors  # noqa: F401
+
+    MysqlDialect().errors()
+    del MySQLdb
 
 
 class MysqlAuth(SqlAuth):

@@ -44,6 +44,19 @@ from ..fsutil import Owner, discard, fsync_dir, journal
 DC_COLS = ("cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
            "level_end0", "level_end1", "level_end2", "level_mod0", "level_mod1", "level_mod2",
            "level_index0", "level_index1", "level_index2", "the_dir")
+# limits columns (sql.md §3.6) -> Limits fields; perm_maillist also carries the users/moderators bits
+LIMIT_COLS = (("maxpopaccounts", "maxpopaccounts"), ("maxaliases", "maxaliases"), ("maxforwards", "maxforwards"),
+              ("maxautoresponders", "maxautoresponders"), ("maxmailinglists", "maxmailinglists"),
+              ("diskquota", "quota"), ("maxmsgcount", "maxmsgcount"), ("defaultquota", "default_quota"),
+              ("defaultmaxmsgcount", "default_maxmsgcount"), ("disable_pop", "disable_pop"),
+              ("disable_imap", "disable_imap"), ("disable_dialup", "disable_dialup"),
+              ("disable_passwordchanging", "disable_password_changing"), ("disable_webmail", "disable_webmail"),
+              ("disable_relay", "disable_external_relay"), ("disable_smtp", "disable_smtp"),
+              ("disable_spamassassin", "disable_spamassassin"), ("delete_spam", "delete_spam"),
+              ("disable_maildrop", "disable_maildrop"), ("perm_account", "perm_account"),
+              ("perm_alias", "perm_alias"), ("perm_forward", "perm_forward"),
+              ("perm_autoresponder", "perm_autoresponder"), ("perm_maillist", "perm_maillist"),
+              ("perm_quota", "perm_quota"), ("perm_defaultquota", "perm_defaultquota"))
 BATCH = 500  # rows per multi-row INSERT / per IN (...) list
 STREAM = 1000  # rows fetched at a time from a listing's server-side cursor
 IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) before its next use
@@ -52,7 +65,7 @@ IDLE_PING = 30.0  # a connection unused this long is pinged (and reopened) befor
 _FIELD = {"pw_name": ("user name", -25), "user": ("user name", -25), "pw_domain": ("domain name", -26),
           "domain": ("domain name", -26), "alias": ("domain name", -26), "pw_passwd": ("password", -27),
           "pw_gecos": ("gecos", -28), "pw_shell": ("quota", -29), "pw_dir": ("dir", -30),
-          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "the_dir": ("dir", -30)}
+          "pw_clear_passwd": ("clear password", -31), "userid": ("user name", -25), "remote_ip": ("ip", -34), "ip_addr": ("ip", -34), "the_dir": ("dir", -30)}
 
 
 def munch(domain: str) -> str:
@@ -177,7 +190,15 @@ class SqlAuth:
         conn = self._conn("update")
         cur = conn.cursor()
         try:
-            self.d.begin(cur)
+            try:
+                self.d.begin(cur)
+            except self.d.errors() as exc:  # dropped while idle (a daemon's connection): once more
+                if self.d.classify(exc)[0] != "down":
+                    raise
+                self._drop("update")
+                conn = self._conn("update")
+                cur = conn.cursor()
+                self.d.begin(cur)
             yield _Cursor(cur, self)
             if journal() is None:
                 conn.commit()
@@ -216,37 +237,67 @@ class SqlAuth:
 
     def _ensure(self, cur, table: str, kind: str | None = None) -> None:
         """CREATE TABLE IF NOT EXISTS, once per process and table (outside any transaction:
-        DDL commits implicitly on MySQL)."""
+        DDL commits implicitly on MySQL).  A dry run makes a TEMPORARY table instead (gone with
+        the session), so the statements after it can be checked by the server all the same."""
         if table in self._ready:
             return
-        cur.execute(self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s)))
-        self._ready.add(table)
+        sql = self.d.create_table(self.d.quote(table), self.d.ddl(kind or table, self.s),
+                                  temporary=journal() is not None)
+        j = journal()
+        if j is not None:
+            j.note("sql", sql.replace("CREATE TEMPORARY TABLE", "CREATE TABLE", 1))
+        cur.execute(sql)
+        if j is None:
+            self._ready.add(table)
 
     def ensure_tables(self, entry: AssignEntry) -> None:
-        """The tables a change of this domain writes, created when missing (as vpopmail does)."""
+        """The tables a change of this domain writes, created when missing (as vpopmail does).
+        Only the missing ones: CREATE TABLE IF NOT EXISTS needs the CREATE right even for a
+        table that is there, and a site's login may have no more than SELECT/INSERT/UPDATE/DELETE."""
         need = [(self.user_table(entry), "users"), ("dir_control", None)]
         if self.s.auth_logging:
             need.append(("lastauth", None))
         if self.s.sql_aliasdomains and self.d.has_aliasdomains:
             need.append(("aliasdomains", None))
-        if all(t in self._ready for t, _ in need):
+        if self.has_limits_table:
+            need.append(("limits", None))
+        if self.s.valias:
+            need.append(("valias", None))
+        self._ensure_all(need)
+
+    def _ensure_all(self, need: list[tuple[str, str | None]]) -> None:
+        """One information_schema query tells which of the tables exist and their column widths;
+        only the missing ones are created."""
+        need = [(t, k) for t, k in need if t not in self._ready]
+        if not need:
             return
         conn = self._conn("update")
         try:
             cur = conn.cursor()
+            self._load_columns(cur, [t for t, _ in need])
             for table, kind in need:
                 self._ensure(cur, table, kind)
             cur.close()
-            conn.commit()
         except self.d.errors() as exc:
             raise self._translate(exc) from None
+
+    def _load_columns(self, cur, tables: list[str]) -> None:
+        """Widths of the tables that exist (marked ready); the others are left unknown."""
+        cur.execute(self.d.columns_query + f" IN ({', '.join(['%s'] * len(tables))})", tables)
+        found: dict[str, dict[str, int]] = {}
+        for table, name, width in cur.fetchall():
+            cols = found.setdefault(str(_text(table)), {})
+            if width is not None:
+                cols[str(_text(name)).lower()] = int(width)
+        self._widths.update(found)
+        self._ready |= set(found)
 
     def widths(self, table: str) -> dict[str, int]:
         """Column -> character width of an existing table (a legacy table may be narrower than
         what vpopmail creates today, sql.md §3.10); read once per process."""
         if table not in self._widths:
-            rows = self._read("update", lambda c: (c.execute(self.d.columns_query, (table,)), c.fetchall())[1])
-            self._widths[table] = {str(name).lower(): int(w) for name, w in rows or () if w is not None}
+            self._read("update", lambda c: self._load_columns(c, [table]))
+            self._widths.setdefault(table, {})
         return self._widths[table]
 
     def check_values(self, table: str, values: dict[str, object]) -> None:
@@ -410,6 +461,199 @@ class SqlAuth:
             raise DatabaseError(f"{domain} and {clash[0]} would share the table {table} "
                                 "(a site without MANY_DOMAINS keeps one table per domain)")
 
+    def take_domain_dir(self, domains: str, owner: Owner, make: Callable[[str], str]) -> tuple[str, object]:
+        """The domain hashing counter is dir_control row `dom_<uid>` (sql.md §4.2): read FOR UPDATE,
+        advanced, the directory made, the row written, one transaction (a failure removes the dir)."""
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        ddir = None
+        try:
+            with self._txn() as cur:
+                dc, _ = self._dc_read(cur, key, True)
+                before = _dc_values(dc)
+                ddir = make(dc.next_dir())
+                self._dc_write(cur, key, dc)
+        except BaseException:
+            if ddir is not None and journal() is None:
+                try:
+                    os.rmdir(ddir)
+                except OSError:
+                    pass
+            raise
+        return ddir, (key, before, _dc_values(dc))
+
+    def release_domain_dir(self, domains: str, owner: Owner, undo: object = None) -> None:
+        """vdeldomain: row `dom_<uid>` one down; `undo` (a failed vadddomain): the row as it was,
+        when nobody counted since."""
+        key = undo[0] if undo else f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        with self._txn() as cur:
+            dc, exists = self._dc_read(cur, key, True)
+            if not exists:
+                return
+            if undo and _dc_values(dc) == undo[2]:
+                dc = _dc_from_row(undo[1])
+            else:
+                dc.remove_one()
+            self._dc_write(cur, key, dc)
+
+    def _ensure_counter(self) -> None:
+        self._ensure_one("dir_control")
+
+    def alias_domain_added(self, real: str, alias: str) -> None:
+        """SQL_ALIASDOMAINS: INSERT IGNORE INTO aliasdomains (domain, alias) (sql.md §6): a row
+        already there for the alias is kept as it is, as vpopmail does."""
+        if not self.d.has_aliasdomains:
+            return
+        self._ensure_one("aliasdomains")
+        values = {"domain": real, "alias": alias}
+        self.check_values("aliasdomains", values)
+        with self._txn() as cur:
+            cur.execute(self.d.insert_ignore("aliasdomains", list(values), ["alias"]), tuple(values.values()))
+
+    def alias_domains_removed(self, names: list[str]) -> None:
+        """vdeldomain / vdelaliasdomain: DELETE FROM aliasdomains WHERE alias = each name."""
+        if not self.d.has_aliasdomains or not names:
+            return
+        self._ensure_one("aliasdomains")
+        with self._txn() as cur:
+            for name in names:
+                cur.execute(f"DELETE FROM {self.d.quote('aliasdomains')} WHERE alias = %s", (name,))
+
+    def _ensure_one(self, table: str) -> None:
+        self._ensure_all([(table, None)])
+
+    # --- ENABLE_MYSQL_LIMITS: the limits table instead of .qmailadmin-limits (sql.md §3.6, §4.11) ---
+
+    @property
+    def has_limits_table(self) -> bool:
+        return self.s.mysql_limits and self.d.has_limits
+
+    def limits_get(self, entry: AssignEntry):
+        """The domain's row as Limits, None without one (the Store then reads vlimits.default).
+        Each column is read as its name says (vmysql.c reads three perm columns one off, §8.3)."""
+        from ...model import Limits
+
+        sql = (f"SELECT {', '.join(c for c, _ in LIMIT_COLS)} FROM {self.d.quote('limits')} "
+               "WHERE domain = %s")
+        row = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchone())[1])
+        if row is None:
+            return None
+        lim = Limits()
+        for (col, field), value in zip(LIMIT_COLS, row, strict=True):
+            v = int(value or 0)
+            if col == "perm_maillist":
+                lim.perm_maillist, lim.perm_maillist_users, lim.perm_maillist_moderators = v & 7, (v >> 3) & 7, (v >> 6) & 7
+            elif field.startswith(("disable_", "delete_")):
+                setattr(lim, field, bool(v))
+            else:
+                setattr(lim, field, v)
+        return lim
+
+    def limits_set(self, entry: AssignEntry, lim) -> None:
+        """vset_limits: REPLACE INTO limits with all 26 values."""
+        values: dict[str, object] = {"domain": entry.real}
+        for col, field in LIMIT_COLS:
+            if col == "perm_maillist":
+                v = lim.perm_maillist | (lim.perm_maillist_users << 3) | (lim.perm_maillist_moderators << 6)
+                if v > 127:  # a signed TINYINT: vpopmail's value does not fit, refuse rather than cut
+                    raise TooLong(f"perm_maillist with its users/moderators bits is {v}: limits.perm_maillist "
+                                  "holds at most 127", -36)
+                values[col] = v
+            else:
+                values[col] = int(getattr(lim, field))
+        self._ensure_one("limits")
+        self.check_values("limits", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("limits", list(values), ["domain"]), tuple(values.values()))
+
+    def limits_delete(self, entry: AssignEntry) -> None:
+        self._ensure_one("limits")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+
+    # --- VALIAS: aliases in the valias table instead of .qmail-<alias> files (§3.5, §4.12) ------------
+
+    def valias_names(self, entry: AssignEntry) -> list[str]:
+        """select distinct alias ... order by alias (the server's collation orders them)."""
+        sql = f"SELECT DISTINCT alias FROM {self.d.quote('valias')} WHERE domain = %s ORDER BY alias"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (entry.real,)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows or ()]
+
+    def valias_lines(self, entry: AssignEntry, alias: str) -> list[str] | None:
+        """The alias's lines in the order they were added; None when it has none."""
+        sql = f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s ORDER BY id"
+        rows = self._read("read", lambda cur: (cur.execute(sql, (alias, entry.real)), cur.fetchall())[1])
+        return [_text(r[0]) for r in rows] if rows else None
+
+    def valias_add(self, entry: AssignEntry, alias: str, line: str, allow_duplicate: bool = False) -> None:
+        """valias_insert (leading blanks dropped); an exact duplicate refused as the valias tool does."""
+        from ...errors import AliasExists
+
+        line = line.lstrip(" \t")
+        values = {"alias": alias, "domain": entry.real, "valias_line": line}
+        self._ensure_one("valias")
+        self.check_values("valias", values)
+        with self._txn() as cur:
+            if not allow_duplicate:
+                cur.execute(f"SELECT valias_line FROM {self.d.quote('valias')} WHERE alias = %s AND domain = %s "
+                            "FOR UPDATE", (alias, entry.real))
+                if any(_text(r[0]) == line for r in cur.fetchall()):
+                    raise AliasExists(f"alias {alias}@{entry.real} -> {line} already exists.")
+            cur.execute(f"INSERT INTO {self.d.quote('valias')} (alias, domain, valias_line) VALUES (%s, %s, %s)",
+                        tuple(values.values()))
+
+    def valias_remove(self, entry: AssignEntry, alias: str, line: str) -> None:
+        """valias_remove: the rows whose line equals `line` (an exact match, as vpopmail's DELETE;
+        the file module matches a prefix); AliasNotFound when the alias has no line at all."""
+        self._valias_delete(entry, alias, line)
+
+    def valias_delete(self, entry: AssignEntry, alias: str) -> None:
+        self._valias_delete(entry, alias, None)
+
+    def _valias_delete(self, entry: AssignEntry, alias: str, line: str | None) -> None:
+        from ...errors import AliasNotFound
+
+        self._ensure_one("valias")
+        qt = self.d.quote("valias")
+        with self._txn() as cur:
+            cur.execute(f"SELECT COUNT(*) FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            if not cur.fetchone()[0]:
+                raise AliasNotFound(f"No aliases {alias}@{entry.real} found")
+            if line is None:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND domain = %s", (alias, entry.real))
+            else:
+                cur.execute(f"DELETE FROM {qt} WHERE alias = %s AND valias_line = %s AND domain = %s",
+                            (alias, line, entry.real))
+
+    # --- IP_ALIAS_DOMAINS: the ip_alias_map table instead of etc/ip_alias_map (§3.8, §4.14) ----------
+    # One domain per address (the key is ip_addr): adding a mapping for an address replaces its domain.
+
+    def ipmap_list(self) -> list[tuple[str, str]]:
+        sql = f"SELECT ip_addr, domain FROM {self.d.quote('ip_alias_map')} ORDER BY ip_addr"
+        rows = self._read("read", lambda cur: (cur.execute(sql), cur.fetchall())[1])
+        return [(_text(a), _text(b) or "") for a, b in rows or ()]
+
+    def ipmap_get(self, ip: str) -> str | None:
+        sql = f"SELECT domain FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s"
+        row = self._read("read", lambda cur: (cur.execute(sql, (ip,)), cur.fetchone())[1])
+        return _text(row[0]) if row else None
+
+    def ipmap_add(self, ip: str, domain: str) -> None:
+        values = {"ip_addr": ip, "domain": domain}
+        self._ensure_one("ip_alias_map")
+        self.check_values("ip_alias_map", values)
+        with self._txn() as cur:
+            cur.execute(self.d.upsert("ip_alias_map", list(values), ["ip_addr"]), tuple(values.values()))
+
+    def ipmap_delete(self, ip: str, domain: str) -> bool:
+        """DELETE by ip and domain; whether a row went."""
+        self._ensure_one("ip_alias_map")
+        with self._txn() as cur:
+            cur.execute(f"DELETE FROM {self.d.quote('ip_alias_map')} WHERE ip_addr = %s AND domain = %s",
+                        (ip, domain))
+            return cur.rowcount > 0
+
     def create_domain(self, entry: AssignEntry) -> None:
         """vauth_adddomain: the tables (created when missing, InnoDB utf8mb4 on MySQL) and the
         domain's dir_control row (vpopmail's defaults)."""
@@ -429,6 +673,10 @@ class SqlAuth:
             if self.s.auth_logging:
                 cur.execute(f"DELETE FROM {self.d.quote('lastauth')} WHERE domain = %s", (entry.real,))
             cur.execute(f"DELETE FROM {self.d.quote('dir_control')} WHERE domain = %s", (entry.real,))
+            if self.has_limits_table:
+                cur.execute(f"DELETE FROM {self.d.quote('limits')} WHERE domain = %s", (entry.real,))
+            if self.s.valias:
+                cur.execute(f"DELETE FROM {self.d.quote('valias')} WHERE domain = %s", (entry.real,))
         if not dom:
             with self._txn() as cur:
                 cur.execute(f"DROP TABLE IF EXISTS {self.d.quote(self.user_table(entry))}")
@@ -815,6 +1063,10 @@ class _Cursor:
             j.note("sql", _shown(sql, params))
         return self.cur.execute(sql, params)
 
+    @property
+    def rowcount(self) -> int:
+        return self.cur.rowcount
+
     def fetchone(self):
         return self.cur.fetchone()
 
@@ -828,11 +1080,27 @@ def _insert(qtable: str, cols: list[str], n: int) -> str:
 
 
 def _shown(sql: str, params) -> str:
-    """A statement for a dry run's listing: the values after it (hashes shown, no clear text)."""
-    vals = ", ".join(repr(p) for p in params)
+    """A statement for a dry run's listing: the values after it (hashes shown, a clear-text
+    password as ********)."""
+    params = list(params)
+    secret = _secret_slots(sql, len(params))
+    vals = ", ".join("'********'" if i in secret else repr(p) for i, p in enumerate(params))
     if len(vals) > 400:
         vals = vals[:400] + f"... ({len(params)} values)"
     return f"{sql} <- ({vals})" if params else sql
+
+
+def _secret_slots(sql: str, n: int) -> set[int]:
+    """Which of a statement's n parameters are pw_clear_passwd values (INSERT column lists and
+    UPDATE ... SET col = %s, the two shapes that write it)."""
+    if "pw_clear_passwd" not in sql:
+        return set()
+    if " VALUES " in sql and "(" in sql:
+        cols = [c.strip() for c in sql.split("(", 1)[1].split(")", 1)[0].split(",")]
+        k = cols.index("pw_clear_passwd") if "pw_clear_passwd" in cols else -1
+        return {i for i in range(n) if k >= 0 and i % len(cols) == k}
+    head = sql.split("pw_clear_passwd = %s", 1)[0]
+    return {head.count("%s")}
 
 
 def _text(v):
