@@ -301,6 +301,8 @@ def test_i13_06_round_trip_cdb_mysql_cdb(two, mariadb):
     assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 153
     assert db.query("SELECT cur_users FROM dir_control WHERE domain = 'example.test'") == [(151,)]
     assert db.query("SELECT remote_ip, timestamp FROM lastauth WHERE user = 'u00002'") == [("192.0.2.7", 1_700_000_123)]
+    assert db.query("SELECT alias, domain FROM aliasdomains") == [("alias.test", "example.test")]
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = 'dom_89'") == [(2,)]  # the domain counter
     # the cdb files are no longer read: with them gone every command still works (through the alias too)
     for path in before:
         os.unlink(path)

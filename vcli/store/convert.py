@@ -160,6 +160,33 @@ def _first_difference(source, target, entry: AssignEntry, te: AssignEntry, clear
     return f"{n_want} records in {source.name}, {n_have} in {target.name}"
 
 
+def _counter_owner(store):
+    from .fsutil import Owner
+
+    return Owner(store.s.vpopmail_uid, store.s.vpopmail_gid)
+
+
+def copy_domain_counter(store, source, target) -> None:
+    """The domain hashing counter of the vpopmail user (domains/.dir-control, or row dom_<uid>)."""
+    owner = _counter_owner(store)
+    dc = source.domain_counter(store.domains_dir, owner)
+    if dc is not None:
+        if source.name == "cdb" and target.name != "cdb":
+            dc = sql_counter(dc)
+        target.set_domain_counter(store.domains_dir, owner, dc)
+
+
+def verify_domain_counter(store, source, target) -> str | None:
+    owner = _counter_owner(store)
+    a = source.domain_counter(store.domains_dir, owner)
+    b = target.domain_counter(store.domains_dir, owner)
+    quirk = "cdb" in (source.name, target.name)
+    if a is not None and (b is None or _dc_state(a, quirk) != _dc_state(b, quirk)):
+        return (f"the domain counter differs: {source.name} {a.cur_users} domains, "
+                f"{target.name} {b.cur_users if b is not None else 'none'}")
+    return None
+
+
 # --- the whole run --------------------------------------------------------------------------------
 
 
@@ -219,7 +246,14 @@ def convert(store, target_store, names: list[str] | None, switch: Callable[[], N
             n = copy_domain(source, target, entry, progress)
             copied += n
             say(f"{entry.real}: {n} users copied to {target.name}")
+        for entry in todo:  # alias domains: the aliasdomains rows Dovecot joins (vsavealiasdomains)
+            for alias in store.aliases_of(entry.real):
+                target.alias_domain_added(entry.real, alias)
+        copy_domain_counter(store, source, target)
         bad: dict[str, list[str]] = {}
+        problem = verify_domain_counter(store, source, target)
+        if problem:
+            raise VerifyFailed(f"{problem}; the {source.name} module stays in force (run vcli convert again)")
         for entry in every:
             problems = verify_domain(source, target, entry, clear)
             if problems:

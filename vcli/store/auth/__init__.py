@@ -154,6 +154,13 @@ class AuthModule(Protocol):
     def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
         """Set the dir-control count to the number of records, in one step; (was, now)."""
 
+    def domain_counter(self, domains: str, owner) -> DirControl | None:
+        """The domain hashing counter of `owner` (cdb: domains/.dir-control; SQL: row dom_<uid>);
+        None when there is none yet (vcli convert)."""
+
+    def set_domain_counter(self, domains: str, owner, dc: DirControl) -> None:
+        """Set that counter as it is (vcli convert)."""
+
     def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
         """Which of `names` (lower case) the domain holds: the bulk import's check before it
         writes anything (cdb: an index read each; SQL: batched IN lists, not a query a name)."""

@@ -411,6 +411,19 @@ class CdbAuth:
             atomic_write(path, fresh.dump(), mode, self._owner(entry), tmp_name=f".dir-control.{os.getpid()}")
         return was, fresh.cur_users
 
+    def domain_counter(self, domains: str, owner: Owner) -> DirControl | None:
+        data = read_bytes(os.path.join(domains, ".dir-control"))
+        return None if data is None else DirControl.parse(data)
+
+    def set_domain_counter(self, domains: str, owner: Owner, dc: DirControl) -> None:
+        """domains/.dir-control := dc under its lock (left alone when it already says so)."""
+        path = os.path.join(domains, ".dir-control")
+        with fsutil.locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+            old = read_bytes(path)
+            if old is not None and DirControl.parse(old) == DirControl.parse(dc.dump()):
+                return
+            atomic_write(path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+
     def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
         """The names vpasswd.cdb has (one index lookup each, as find_user)."""
         return {n for n in names if self._cdb_get(entry, n.encode("utf-8", "surrogateescape")) is not None}

@@ -1022,6 +1022,18 @@ class SqlAuth:
             self._dc_write(cur, entry.real, dc)
         return was, dc.cur_users
 
+    def domain_counter(self, domains: str, owner: Owner) -> DirControl | None:
+        """Row `dom_<uid>` of dir_control, None when there is none."""
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        got = self._read("read", lambda cur: self._dc_read(cur, key, False))
+        return got[0] if got and got[1] else None
+
+    def set_domain_counter(self, domains: str, owner: Owner, dc: DirControl) -> None:
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        with self._txn() as cur:
+            self._dc_write(cur, key, dc)
+
     def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
         """The names the table has, BATCH names a query (a bulk import of a million users asked
         one SELECT a name: a third of its time)."""
