@@ -279,6 +279,7 @@ def two(tmp_path):
         _fill(st, "example.test", 150)
         st.ok("vadduser", "-c", "Zoe Z", "zoe@alpha.test", "Zoe-pass1")
         st.ok("vmoduser", "-S", "zoe@alpha.test")
+        st.ok("vadduser", "l" * 40 + "@alpha.test", "Long-pass1")  # too long for an SQL lastauth row
         la = st.ddir("example.test") / "u00002" / "lastauth"
         la.write_bytes(b"192.0.2.7")
         os.utime(la, (1_700_000_123, 1_700_000_123))
@@ -293,12 +294,12 @@ def test_i13_06_round_trip_cdb_mysql_cdb(two, mariadb):
     info = st.ok("vuserinfo", "u00003@example.test").out
     _db_file(st, db)
     r = st.ok("vcli", "convert", "--to", "mysql")
-    assert r.out.splitlines()[:3] == ["alpha.test: 2 users copied to mysql", "example.test: 151 users copied to mysql",
+    assert r.out.splitlines()[:3] == ["alpha.test: 3 users copied to mysql", "example.test: 151 users copied to mysql",
                                       "verified 2 of 2 domains in mysql"]
     assert 'switched: vcli now uses the mysql module (auth_module = "mysql" in ' + str(st.cfg) + ")" in r.out
     assert "vpopmail's own tools" in r.out and "--enable-auth-module=mysql" in r.out
     assert _module(st) == "mysql"
-    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 153
+    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 154
     assert db.query("SELECT cur_users FROM dir_control WHERE domain = 'example.test'") == [(151,)]
     assert db.query("SELECT remote_ip, timestamp FROM lastauth WHERE user = 'u00002'") == [("192.0.2.7", 1_700_000_123)]
     assert db.query("SELECT alias, domain FROM aliasdomains") == [("alias.test", "example.test")]
@@ -316,6 +317,7 @@ def test_i13_06_round_trip_cdb_mysql_cdb(two, mariadb):
     assert st.ok("vuserinfo", "u00003@example.test").out == info
     la = st.ddir("example.test") / "u00002" / "lastauth"
     assert (la.read_bytes(), int(os.stat(la).st_mtime)) == (b"192.0.2.7", 1_700_000_123)
+    assert (st.ddir("alpha.test") / ("l" * 40) / "lastauth").read_bytes() == b"0.0.0.0"  # kept all along
 
 
 def test_i13_06_rows_are_what_vadduser_writes_on_mysql(tmp_path, mariadb):
@@ -370,13 +372,13 @@ def test_i13_06_killed_convert_keeps_the_old_module_and_reruns(two, mariadb):
     cfg = st.cfg.read_bytes()
     _kill_after_first_domain(st, "--to", "mysql")
     assert st.cfg.read_bytes() == cfg and _module(st) == "cdb"
-    assert db.query("SELECT COUNT(*) FROM vpopmail WHERE pw_domain = 'alpha.test'")[0][0] == 2  # a half run
+    assert db.query("SELECT COUNT(*) FROM vpopmail WHERE pw_domain = 'alpha.test'")[0][0] == 3  # a half run
     assert _cdb_files(st) == before
     st.ok("vuserinfo", "u00003@example.test")
     st.ok("vadduser", "late@alpha.test", "Late-pass1")  # the cdb site goes on meanwhile
     r = st.ok("vcli", "convert", "--to", "mysql")
-    assert "alpha.test: 3 users copied to mysql" in r.out and "switched" in r.out
-    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 154
+    assert "alpha.test: 4 users copied to mysql" in r.out and "switched" in r.out
+    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 155
     # and back, killed half-way into cdb too: the MySQL module stays in force
     after = _cdb_files(st)
     for path in after:

@@ -148,8 +148,8 @@ class AuthModule(Protocol):
         """(user, time, ip) of every lastauth record of the domain (whole seconds)."""
 
     def import_lastauth(self, entry: AssignEntry, rows: Iterable[tuple[str, int, str]]) -> int:
-        """The domain's lastauth records become these (users the module does not hold are skipped;
-        a record the rows do not name goes); returns how many were written."""
+        """Store these lastauth records as they are (users the module does not hold, and records it
+        cannot hold, are skipped); returns how many were written."""
 
     def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
         """Set the dir-control count to the number of records, in one step; (was, now)."""

@@ -358,8 +358,9 @@ class CdbAuth:
 
     def import_lastauth(self, entry: AssignEntry, rows: Iterable[tuple[str, int, str]]) -> int:
         """vconvert into cdb: each user's `<home>/lastauth` := ip with mtime `time` (a file already
-        saying so is left alone; the file of a user the rows do not name goes); users not in
-        vpasswd are skipped.  Returns the files written."""
+        saying so is left alone, and so is the file of a user the rows do not name: an SQL row
+        cannot hold a name over 32 characters); users not in vpasswd are skipped.  Returns the
+        files written."""
         wanted = {user: (int(when), ip) for user, when, ip in rows}
         owner = self._owner(entry)
         written = 0
@@ -375,10 +376,7 @@ class CdbAuth:
                     have = (int(st.st_mtime), f.read(257).decode("latin-1"))
             except OSError:
                 have = None
-            if have == want:
-                continue
-            if want is None:
-                discard(path)
+            if want is None or have == want:
                 continue
             tmp = os.path.join(home, f".lastauth.tmp.{os.getpid()}")
             try:
