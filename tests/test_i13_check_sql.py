@@ -109,3 +109,15 @@ def test_i13_05_database_down_is_one_line(my):
     (my.vp / "etc" / "vpopmail.mysql").write_text(f"127.0.0.1|{free_port()}|u|p|vpopmail\n")
     r = check(my)
     assert r.rc == 69 and r.out == "" and len(r.err_lines) == 1, r
+
+
+def test_i13_05_bulk_import_names_existing_users_by_line(my):
+    """The bulk import's check of names already there (one batched pass per domain on SQL, not a
+    query a line) reports each such line, in line order among the other bad lines; nothing added."""
+    before = my.db.query("SELECT COUNT(*) FROM vpopmail")[0][0]
+    feed = f"new1@{D},Pw-new1xx\nalice@{D},Pw-alice1\nbad-address,Pw-x12345\nu005@{D},Pw-u0051x\n"
+    r = my.run("vcli", "vadduser", "--from-file", "-", input=feed)
+    assert r.rc == 254 and r.err_lines == [f"Error: -:2: alice@{D}: User already exists",
+                                           "Error: -:3: bad-address: not a full address",
+                                           f"Error: -:4: u005@{D}: User already exists"], r
+    assert my.db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == before
