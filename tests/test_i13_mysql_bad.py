@@ -232,3 +232,34 @@ def test_i13_03_non_strict_server_gets_a_strict_session(tmp_path, lax_server):
         r = st.run("vadduser", "b" * 33 + f"@{D}", "Bob-pass1")  # a lax server would cut it silently
         assert r.t == (231, "", "Error: user name too long for lastauth.user (max=32)\n")
         assert st.snapshot() == before and rows(db) == data
+
+
+def test_i13_03_driver_missing_is_one_line(my):
+    """A MySQL site where mysqlclient is not installed: one line saying what to install, exit 78."""
+    import os
+    import sys
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = "import sys; sys.argv = ['vuserinfo', 'postmaster@example.test']\nfrom vcli.cli.classic import vuserinfo\nvuserinfo()"
+    # a path with vcli and crypt-r (the lookup's one other dependency) but not the driver
+    site = os.path.dirname(__import__("crypt_r").__file__)
+    only = my.base / "pkgs"
+    only.mkdir()
+    for name in os.listdir(site):
+        if name.startswith(("crypt_r", "_crypt_r")):
+            os.symlink(os.path.join(site, name), only / name)
+    p = subprocess.run([sys.executable, "-S", "-c", code], env=dict(my.env, PYTHONPATH=os.pathsep.join([src, str(only)])),
+                       capture_output=True, text=True)
+    assert (p.returncode, p.stdout, p.stderr) == (
+        78, "", "Error: MySQL auth module: its driver MySQLdb is not installed (pip install 'vcli[mysql]')\n")
+
+
+@pytest.mark.parametrize("name", ["", "a" * 65, "x`y", "a b", "a-b", "vp;drop"])
+def test_i13_03_table_names_pass_one_quoting_function(name):
+    from vcli.errors import DatabaseError
+    from vcli.store.auth.mysql import MysqlDialect
+
+    with pytest.raises(DatabaseError, match="cannot be a MySQL table name"):
+        MysqlDialect.quote(name)
+    assert MysqlDialect.quote("a_b_test") == "`a_b_test`"

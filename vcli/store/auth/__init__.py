@@ -34,10 +34,11 @@ default quota; a change function; a name) and do the disk part through the Store
 Domain dirs (the *domain* hashing counter is the module's: `domains/.dir-control` on cdb, the
 `dom_<uid>` row of dir_control on SQL -- `take_domain_dir` / `release_domain_dir`), Maildirs, maildirsize, `.dir_control_free` (a file on every module),
 users/assign + cdb, rcpthosts/virtualdomains, `.qmail-*` files, `.qmailadmin-limits` and the
-locks of those files.  Build options that move those into tables (VALIAS, ENABLE_MYSQL_LIMITS,
-IP_ALIAS_DOMAINS, SQL_ALIASDOMAINS) are Settings flags; an SQL module will add the methods for
-them (`limits`/`set_limits`/`del_limits`, `valias_*`, `alias_domain_added/removed`) and the
-Store will call them when the flag is set, instead of the file code.
+locks of those files.  Build options that move those into tables are Settings flags, and the
+Store calls the SQL module instead of the file code when the flag is set: SQL_ALIASDOMAINS
+(`alias_domain_added` / `alias_domains_removed`, in the Protocol: a no-op on cdb),
+ENABLE_MYSQL_LIMITS (`limits_get/set/delete`, when `has_limits_table`), VALIAS (`valias_*`),
+IP_ALIAS_DOMAINS (`ipmap_*`) -- the last three exist on SqlAuth only (sql.py).
 """
 
 from __future__ import annotations

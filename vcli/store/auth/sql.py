@@ -11,6 +11,23 @@ domain's dir_control row read FOR UPDATE (that row serialises the writers of a d
 vpasswd lock does on cdb), the rows, then the trees made under temp names *before* COMMIT and
 renamed in after it.  A failure rolls back and removes the trees: nothing half-written.
 
+The dialect contract (MysqlDialect in mysql.py is the reference; every statement uses `%s`
+placeholders, which MySQLdb and psycopg both take):
+
+* attributes: `name` ("mysql"), `label` ("MySQL", for messages), `has_aliasdomains`,
+  `has_limits` (MySQL-only build options), `lastauth_user` (the lastauth user column: `user`,
+  vpgsql's `userid`), `columns_query` (table, column, character width; `+ " IN (%s, ...)"`);
+* `errors()` the driver's base exception class, imported on first use; `classify(exc)` ->
+  (kind, message), kind one of down, denied, duplicate, too_long, bad_value, no_table, other;
+* `quote(name)` the only way a table/database name enters SQL text (validated, quoted);
+  `ddl(kind, settings)` the column list of a table ("users" for the user table);
+  `create_table(qname, columns, temporary=False)`; `upsert(table, cols, keys, n=1)` (n rows);
+  `insert_ignore(table, cols, keys)`;
+* `connect(server, create_db=False)` a connection in autocommit mode (a change is an explicit
+  transaction: `begin(cur)`, then the connection's commit/rollback); `alive(conn)`;
+  `stream_cursor(conn)` a server-side cursor and `end_stream(conn, cur)`; `where(server)` the
+  server as a message names it (host:port or the socket).
+
 Connections follow vpopmail.mysql (sql.md §2.3): the update server (line 2, else line 1) for
 every change and -- as vpopmail without replication -- single-record reads; line 1 for the
 listings, on a connection of their own (they stream through a server-side cursor, so a million
