@@ -2,8 +2,9 @@
 
 Only the user database moves: the domain dirs, Maildirs, users/assign and the qmail files are
 shared by every module (vcli/store/auth/__init__.py) and stay where they are.  Per domain the
-records and the dir-control counter are handed to the target's `import_records` (one commit
-that replaces whatever a half run left), then the lastauth records; after every domain is
+records and the dir-control counter are handed to the target's `import_records` after
+`delete_domain` has emptied the domain there (so a rerun replaces what a half run left; an SQL
+target takes them IMPORT_CHUNK at a time), then the lastauth records; after every domain is
 copied, each is verified record for record against the source, and only then does the caller
 switch the configuration (vcli/configfile.py).  A kill at any point leaves the configuration,
 and so the old module, in force; running it again copies everything again.
@@ -25,6 +26,7 @@ from collections.abc import Callable, Iterable, Iterator
 from ..model import AssignEntry, VUser
 from .dircontrol import DirControl
 
+IMPORT_CHUNK = 20_000  # records per import_records call into an SQL module
 _TO_SQL = {"1": "0", "2": "1"}
 _TO_CDB = {"0": "1", "1": "2"}
 
@@ -104,7 +106,21 @@ def copy_domain(source, target, entry: AssignEntry, progress: Callable[[int], No
     dc = source.dir_control(entry)
     if source.name == "cdb" and target.name != "cdb":
         dc = sql_counter(dc)
-    n = target.import_records(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
+    if target.name == "cdb":  # one vpasswd: all the records at once
+        n = target.import_records(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
+    else:  # SQL: a transaction per IMPORT_CHUNK records (bounded memory, progress that means rows)
+        n = 0
+        chunk: list[VUser] = []
+        for vu in translated(source.list_users(entry), source.name, target.name):
+            chunk.append(vu)
+            if len(chunk) >= IMPORT_CHUNK:
+                n += target.import_records(te, chunk, None)
+                chunk = []
+                if progress is not None:
+                    progress(n)
+        n += target.import_records(te, chunk, dc)
+        if progress is not None:
+            progress(n)
     if keeps_lastauth(source) and keeps_lastauth(target):
         target.import_lastauth(te, source.list_lastauth(entry))
     return n
