@@ -126,13 +126,13 @@ def test_i13_06_cdb_import_rebuilds_byte_identical_files(st):
         os.unlink(ddir / n)
     for p in auths:
         os.unlink(p)
-    assert s.auth.import_records(entry, reversed(records), dc) == 251
+    assert s.auth.replace_records(entry, reversed(records), dc) == 251
     assert s.auth.import_lastauth(entry, rows) == 251
     assert {n: (ddir / n).read_bytes() for n in before} == before
     assert _lastauths(ddir) == {p: (data, t) for p, (data, t) in auths.items()}
     # a second import of the same changes nothing (not even an mtime)
     mtimes = {n: os.stat(ddir / n).st_mtime_ns for n in before}
-    s.auth.import_records(entry, records, dc)
+    s.auth.replace_records(entry, records, dc)
     assert s.auth.import_lastauth(entry, rows) == 0
     assert {n: os.stat(ddir / n).st_mtime_ns for n in before} == mtimes
 

@@ -106,8 +106,9 @@ def copy_domain(source, target, entry: AssignEntry, progress: Callable[[int], No
     dc = source.dir_control(entry)
     if source.name == "cdb" and target.name != "cdb":
         dc = sql_counter(dc)
-    if target.name == "cdb":  # one vpasswd: all the records at once
-        n = target.import_records(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
+    replace = getattr(target, "replace_records", None)
+    if replace is not None:  # cdb: one vpasswd, written whole (its import_records merges)
+        n = replace(te, translated(source.list_users(entry), source.name, target.name, progress), dc)
     else:  # SQL: a transaction per IMPORT_CHUNK records (bounded memory, progress that means rows)
         n = 0
         chunk: list[VUser] = []

@@ -141,9 +141,9 @@ class AuthModule(Protocol):
     def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
         """vconvert's target side: store `records` verbatim (their homes already exist, nothing is
         made on disk) and set the domain's hashed-dir counter to `dir_control` (None: leave it),
-        all in one commit; returns the number stored.  SQL: a name already there -> UserExists
-        and nothing is written; cdb: they replace the domain's vpasswd (vcli convert empties the
-        domain first with delete_domain either way, so a rerun replaces a half run's records)."""
+        all in one commit; a name already there -> UserExists and nothing is written.  Returns
+        the number stored.  (vcli convert empties the domain first with delete_domain, and on cdb
+        writes the whole vpasswd with CdbAuth.replace_records, so a rerun replaces a half run's.)"""
 
     def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
         """(user, time, ip) of every lastauth record of the domain (whole seconds)."""

@@ -311,8 +311,29 @@ class CdbAuth:
 
     # --- vcli convert and vcli check: whole-domain record moves and the counter -----------------
 
-    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
-        """vconvert into cdb: the domain's vpasswd, vpasswd.cdb and .dir-control become exactly
+    def import_records(self, entry: AssignEntry, records: list[VUser], dir_control: DirControl | None) -> int:
+        """vconvert into cdb: the records merged into vpasswd as they are (their homes exist), the
+        cdb rebuilt and `.dir-control` set, in one commit; a name already there -> UserExists."""
+        if not records:
+            return 0
+        with self._domain_lock(entry):
+            lines = self._read_lines(entry)
+            have = {line_name(x) for x in lines}
+            new_lines = [vu.to_line(self.s.clear_passwords) for vu in records]
+            names = [line_name(x) for x in new_lines]
+            if have & set(names) or len(set(names)) != len(names):
+                raise UserExists()
+            files = {}
+            if dir_control is not None:
+                files[os.path.join(entry.dir, ".dir-control")] = (0o600, dir_control.dump())
+            # one written line is enough for a replay to tell whether the commit happened
+            self._commit(entry, "vconvert", _merge_sorted(lines, new_lines), 0o600, files=files,
+                         changed={records[0].name: new_lines[0]})
+        return len(records)
+
+    def replace_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
+        """vcli convert into cdb (the whole domain, so a rerun replaces a half run's): the domain's
+        vpasswd, vpasswd.cdb and .dir-control become exactly
         these records (sorted by name, as vpopmail's adds keep vpasswd) and this counter (None:
         the counter is left as it is); the homes already exist.  Staged first, then vpasswd renamed in (the commit), then the cdb
         and the counter: a crash leaves the old vpasswd, or the new one with a cdb older than it,
