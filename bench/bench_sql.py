@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -114,7 +113,7 @@ def floor(root: str, n: int) -> float:
     for p in procs:
         p.join()
     took = time.perf_counter() - t0
-    shutil.rmtree(os.path.join(root, "floor"), ignore_errors=True)
+    subprocess.run(["rm", "-rf", os.path.join(root, "floor")])  # several times faster than shutil.rmtree
     return took
 
 
@@ -150,7 +149,8 @@ def main() -> int:
 
     print(f"vcli SQL bench: {n} users in {DOMAIN}, {os.cpu_count()} cores, python {sys.version.split()[0]}",
           flush=True)
-    with tempfile.TemporaryDirectory(prefix="vcli-sqlbench-", dir=os.environ.get("TMPDIR", "/var/tmp")) as root:
+    with tempfile.TemporaryDirectory(prefix="vcli-sqlbench-", dir=os.environ.get("TMPDIR", "/var/tmp"),
+                                     ignore_cleanup_errors=True) as root:
         server = MariaDB(root, extra=["--innodb-buffer-pool-size=256M"]).start()
         try:
             db_bulk, db_conv = server.new_database("bulk"), server.new_database("conv")
@@ -162,6 +162,8 @@ def main() -> int:
                 run([tool("vadddomain"), DOMAIN, "Pm-pass1"], env)
 
             t_floor = floor(root, n)  # first, and removed again: three trees of a million users need 16M inodes
+            print(f"{'filesystem floor: ' + str(n) + ' user trees, ' + str(TREE_PROCS) + ' processes':<48} "
+                  f"{t_floor:9.2f} s", flush=True)
             t_cdb = run([tool("vcli"), "vadduser", "--from-file", "-", "--hashed"], cdb_env, feed)
             print(f"{'bulk import on cdb (information)':<48} {t_cdb:9.2f} s", flush=True)
             t_sql = run([tool("vcli"), "vadduser", "--from-file", "-", "--hashed"], sql_env, feed)
@@ -215,6 +217,7 @@ def main() -> int:
                 print("VPOPMAIL_REF not set: no figures for the C tools (spec/sql.md: vadduser ~13 ms on MySQL)")
         finally:
             server.stop()
+            subprocess.run(["rm", "-rf", root])
     return 0
 
 
