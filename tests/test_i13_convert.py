@@ -448,3 +448,19 @@ def test_i13_06_sql_target_takes_the_records_in_chunks(two, mariadb, monkeypatch
     assert C.verify_domain(src.auth, tgt.auth, entry, False) == []
     assert C.copy_domain(src.auth, tgt.auth, entry) == 151  # again: replaced, not UserExists
     assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 151
+
+
+def test_i13_06_db_file_is_what_later_commands_use(two, mariadb):
+    """--db-file: the connection file is recorded as db_file, and every later command (and vcli
+    config show) reaches the database through it; the site's etc/ has no vpopmail.mysql."""
+    st, db = two, mariadb.new_database()
+    dbf = st.base / "moved.mysql"
+    dbf.write_text(db.db_line())
+    os.chmod(dbf, 0o600)
+    st.ok("vcli", "convert", "--to", "mysql", "--db-file", str(dbf))
+    assert not (st.vp / "etc" / "vpopmail.mysql").exists()
+    assert tomllib.loads(st.cfg.read_text()) == {"auth_module": "mysql", "db_file": str(dbf)}
+    st.ok("vadduser", "after@alpha.test", "After-pass1")
+    assert db.query("SELECT pw_name FROM vpopmail WHERE pw_name = 'after'") == [("after",)]
+    assert "after" in st.ok("vuserinfo", "-n", "-D", "alpha.test").out.splitlines()
+    assert str(dbf) in st.ok("vcli", "config", "show").out

@@ -104,7 +104,7 @@ class SqlAuth:
         if db is None:
             from ...site import read_db_file
 
-            db = read_db_file(s.vpopmail_dir, dialect.name, disk.warn)
+            db = read_db_file(s.vpopmail_dir, dialect.name, disk.warn, path=getattr(s, "db_file", None))
         self.db = db
         self._conns: dict[str, object] = {}
         self._used: dict[str, float] = {}
