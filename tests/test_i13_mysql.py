@@ -533,3 +533,14 @@ def test_i13_03_vchkpw_writes_the_lastauth_row(my):
     assert chk("bob@alias.test", "Bob-pass1", "192.0.2.7") == 0
     assert my.db.query("SELECT domain, remote_ip FROM lastauth WHERE user = 'bob'") == [(D, "192.0.2.7")]
     assert my.ok("vuserinfo", "-l", f"bob@{D}").out.endswith("last auth ip: 192.0.2.7\n")
+
+
+def test_i13_05_dotqmail2valias_on_a_valias_site_says_not_yet(tmp_path, db):
+    with fast_base(tmp_path / "dq") as b:
+        st = CliStore(b)
+        write_site(st.vp, "mysql", db, add=("VALIAS",))
+        st.ok("vadddomain", D, "Pm-pass1")
+        before = st.snapshot()
+        r = st.run("dotqmail2valias", D)
+        assert r.rc == 255 and len(r.err_lines) == 1 and "not in this version of vcli" in r.err
+        assert st.snapshot() == before

@@ -358,14 +358,32 @@ def vmakedotqmail_main(argv: list[str]) -> int:
 # --- dotqmail2valias ----------------------------------------------------------------
 
 
-NO_VALIAS = ("this store has no valias table (a cdb site): its aliases are the .qmail-<alias> files "
-             "already, so there is nothing to convert")
+NO_VALIAS = ("this store has no valias table (its vpopmail was built without VALIAS): its aliases are "
+             "the .qmail-<alias> files already, so there is nothing to convert")
+
+
+NO_CONVERT = ("converting .qmail-<alias> files into the valias table is not in this version of vcli; "
+              "`valias -i LINE ALIAS@DOMAIN` adds each line")
 
 
 def dotqmail2valias_main(argv: list[str]) -> int:
-    """Only a valias (SQL) build has this program; vcli's store is the cdb one, so it says so and
-    exits 255, as the C program built without --enable-valias does."""
+    """Only a valias (SQL) build has this program: elsewhere it says so and exits 255, as the C
+    program built without --enable-valias does.  On a VALIAS site the conversion itself is not
+    done yet: one line saying so, 255, nothing changed."""
+    s = load_settings_quiet()
+    if s is not None and s.valias and s.auth_module != "cdb":
+        raise A.ClassicError(NO_CONVERT, 255, prefix="dotqmail2valias: ")
     raise A.ClassicError(NO_VALIAS, 255, prefix="dotqmail2valias: ")
+
+
+def load_settings_quiet():
+    from ..config import load_settings
+    from ..errors import VcliError
+
+    try:
+        return load_settings(announce=lambda m: None)
+    except VcliError:
+        return None
 
 
 # --- vrcptcheck -------------------------------------------------------------------
