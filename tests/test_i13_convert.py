@@ -464,3 +464,21 @@ def test_i13_06_db_file_is_what_later_commands_use(two, mariadb):
     assert db.query("SELECT pw_name FROM vpopmail WHERE pw_name = 'after'") == [("after",)]
     assert "after" in st.ok("vuserinfo", "-n", "-D", "alpha.test").out.splitlines()
     assert str(dbf) in st.ok("vcli", "config", "show").out
+
+
+def test_i13_06_tables_beyond_users_are_refused(tmp_path):
+    """A build that keeps aliases, limits or the ip map in tables on SQL (files on cdb): convert
+    says it does not move those, exit 64, nothing changed."""
+    from cli_helpers import fast_base
+    from sqlenv import write_site
+
+    with fast_base(tmp_path / "t") as b:
+        st = _sql_site(b)
+        write_site(st.vp, "cdb", add=("IP_ALIAS_DOMAINS",))
+        st.ok("vadddomain", "example.test", "Pm-pass1")
+        (st.vp / "etc" / "vpopmail.mysql").write_text("127.0.0.1|1|u|p|d\n")
+        os.chmod(st.vp / "etc" / "vpopmail.mysql", 0o640)
+        before = st.snapshot()
+        r = st.run("vcli", "convert", "--to", "mysql")
+        assert r.rc == 64 and len(r.err_lines) == 1 and "the ip map (IP_ALIAS_DOMAINS)" in r.err, r
+        assert st.snapshot() == before
