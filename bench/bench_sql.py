@@ -137,6 +137,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="20,000 users")
     ap.add_argument("--runs", type=int, default=15, help="runs per whole-process median")
     ap.add_argument("--seconds", type=float, default=5.0, help="length of each slogin measurement")
+    ap.add_argument("--socket", action="store_true", help="reach MariaDB over its unix socket (default: TCP 127.0.0.1)")
     args = ap.parse_args()
     n = 20_000 if args.quick else args.users
     import compileall
@@ -147,13 +148,22 @@ def main() -> int:
 
     from vcli.store.passwords import hash_password
 
-    print(f"vcli SQL bench: {n} users in {DOMAIN}, {os.cpu_count()} cores, python {sys.version.split()[0]}",
+    print(f"vcli SQL bench: {n} users in {DOMAIN}, {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"MariaDB over {'its socket' if args.socket else 'TCP'}",
           flush=True)
     with tempfile.TemporaryDirectory(prefix="vcli-sqlbench-", dir=os.environ.get("TMPDIR", "/var/tmp"),
                                      ignore_cleanup_errors=True) as root:
         server = MariaDB(root, extra=["--innodb-buffer-pool-size=256M"]).start()
         try:
             db_bulk, db_conv = server.new_database("bulk"), server.new_database("conv")
+            if args.socket:  # as a site on the database host has it: `localhost|/path/to/socket|...`
+                for db in (db_bulk, db_conv):
+                    conn = server.admin()
+                    with conn.cursor() as cur:
+                        cur.execute("CREATE USER %s@'localhost' IDENTIFIED BY %s", (db.user, db.password))
+                        cur.execute(f"GRANT ALL ON `{db.database}`.* TO %s@'localhost'", (db.user,))
+                    conn.close()
+                    db.db_line = (lambda db=db: f"localhost|{server.socket}|{db.user}|{db.password}|{db.database}\n")
             cdb_env = site(root, "cdb", "cdb")
             sql_env = site(root, "mysql", "mysql", db_bulk)
             h = hash_password(PASSWORD)
