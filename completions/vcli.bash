@@ -44,7 +44,7 @@ _vcli() {
     done
     if [[ -z "$cmd" ]]; then
         if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--vpopmail-dir --qmail-dir --wait --quiet -q --remote --profile --login --remote-password-file --tls --no-tls --ca-file -h --help" -- "$cur"));
-        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword vmoddomlimits vdeloldusers vpopbull vipmap vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
+        else COMPREPLY=($(compgen -W "vadduser vdeluser vmoduser vuserinfo vpasswd vsetuserquota vadddomain vdeldomain vdominfo vaddaliasdomain valias catchall check vpopmaild checkpassword convert vmoddomlimits vdeloldusers vpopbull vipmap vverifypw vmkpasswd vchangepw vrcptcheck vusagec vmakedotqmail completion config" -- "$cur")); fi
         return
     fi
     local opts='' kind=none
@@ -64,6 +64,7 @@ _vcli() {
         check) opts="--repair --no-repair -h --help"; kind=domain ;;
         vpopmaild) opts="-h --help --listen --allow-remote --stdio --tls-cert --tls-key --user --vpopmail-dir --qmail-dir --idle-timeout --max-connections --max-per-address --trusted --throttle-loopback --qmail-programs --max-line --login-delay --login-delay-max --audit-log --workers"; kind=none ;;
         checkpassword) opts="--remote --profile --timeout --tls --ca-file --service"; kind=none ;;
+        convert) opts="--to --db-file -h --help"; kind=domain ;;
         vmoddomlimits) opts="--default -d --show -S --delete -D --quota -Q --default-quota -q --max-msgcount --default-maxmsgcount --max-popaccounts --max-aliases --max-forwards --max-autoresponders --max-mailinglists --flags -g --perm-account --perm-alias --perm-forward --perm-autoresponder --perm-maillist --perm-maillist-users --perm-maillist-moderators --perm-quota --perm-defaultquota --format -o --dry-run -h --help"; kind=domain ;;
         vdeloldusers) opts="--domain -d --all -e --age -a --weeks --exclude -x --delete -D --verbose -V --format -o --dry-run -h --help"; kind=none ;;
         vpopbull) opts="--file -f --exclude -e --list -n --method --verbose -V --format -o --dry-run -h --help"; kind=domain ;;
@@ -90,6 +91,7 @@ _vcli_value() {  # command previous-word word: complete an option's value; false
         vdominfo:--format|vdominfo:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         valias:--format|valias:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         checkpassword:--service) COMPREPLY=($(compgen -W "pop imap smtp webmail" -- "$3")) ;;
+        convert:--to) COMPREPLY=($(compgen -W "mysql pgsql cdb" -- "$3")) ;;
         vmoddomlimits:--format|vmoddomlimits:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;
         vdeloldusers:--domain|vdeloldusers:-d) _vcli_store domains "$3" ;;
         vdeloldusers:--format|vdeloldusers:-o) COMPREPLY=($(compgen -W "plain table json csv" -- "$3")) ;;

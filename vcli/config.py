@@ -40,6 +40,7 @@ _SETTINGS_ENV = {
     "auth_logging": ("VCLI_AUTH_LOGGING", bool),
     "ip_alias_domains": ("VCLI_IP_ALIAS_DOMAINS", bool),
     "mysql_replication": ("VCLI_MYSQL_REPLICATION", bool),
+    "db_file": ("VCLI_DB_FILE", str),  # the SQL connection file, when not etc/vpopmail.mysql|pgsql
 }
 AUTH_MODULES = ("cdb", "mysql", "pgsql")
 # the keys of a [profiles.NAME] table (vcli.backend reads them)
@@ -67,6 +68,7 @@ class Settings:
     auth_logging: bool = True  # ENABLE_AUTH_LOGGING: lastauth
     ip_alias_domains: bool = False  # IP_ALIAS_DOMAINS: ip_alias_map
     mysql_replication: bool = False  # MYSQL_REPLICATION: reads from line 1 of vpopmail.mysql
+    db_file: str | None = None  # vpopmail.mysql/pgsql elsewhere (`vcli convert --db-file` records it)
     built_vpopmail_dir: str | None = None  # VPOPMAILDIR of the header (information only)
     site_file: str | None = None  # the vpopmail_config.h read, if any
     embedded: bool = False
@@ -133,15 +135,56 @@ def load_config_file(path: str, required: bool = False) -> dict:
         return {}
     except OSError as exc:
         raise ConfigError(f"{path}: {exc.strerror}") from None
-    import tomllib
-
     try:
         with f:
-            config = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+            data = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from None
+    config = _flat(data)
+    if config is None:
+        import tomllib
+
+        try:
+            config = tomllib.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     check_keys(path, config)
     return config
+
+
+def _flat(data: bytes) -> dict | None:
+    """A config file of plain `key = "text"` / `key = true` / `key = 12` lines and comments
+    (what `vcli convert` writes) read without tomllib, whose import (with re) costs the lookup
+    commands ~7 ms; None for anything else (tables, escapes, arrays...): tomllib reads it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    out: dict = {}
+    for raw in text.split("\n"):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, eq, value = line.partition("=")
+        key, value = key.strip(), value.strip()
+        if not eq or not key or not (key.isascii() and key.replace("_", "a").replace("-", "a").isalnum()) or key in out:
+            return None
+        if value.startswith('"'):
+            end = value.find('"', 1)
+            rest = value[end + 1:].strip() if end > 0 else "x"
+            body = value[1:end]
+            if end < 0 or "\\" in body or (rest and not rest.startswith("#")) or not body.isprintable():
+                return None
+            out[key] = body
+            continue
+        value = value.split("#", 1)[0].strip()
+        if value in ("true", "false"):
+            out[key] = value == "true"
+        elif value.lstrip("-").isdigit() and value.isascii() and not value.lstrip("-").startswith("0") or value == "0":
+            out[key] = int(value)
+        else:
+            return None
+    return out
 
 
 def check_keys(path: str, config: dict) -> None:
@@ -281,6 +324,6 @@ def load_settings(overrides: dict | None = None, announce=None, read_db: bool = 
     if read_db and s.auth_module in ("mysql", "pgsql"):
         from .site import read_db_file
 
-        s.db = read_db_file(s.vpopmail_dir, s.auth_module, announce)
+        s.db = read_db_file(s.vpopmail_dir, s.auth_module, announce, path=s.db_file)
         src["db"] = s.db.path
     return s

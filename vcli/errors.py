@@ -213,6 +213,12 @@ class CorruptStore(VcliError):
     exit_code = EXIT_DATAERR
 
 
+class VerifyFailed(VcliError):
+    """vcli convert: the target's records differ from the source's after the copy (nothing switched)."""
+
+    exit_code = EXIT_DATAERR
+
+
 class StoreIOError(VcliError):
     exit_code = EXIT_IOERR
 

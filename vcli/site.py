@@ -190,10 +190,15 @@ def parse_db_file(data: bytes, path: str, kind: str = "mysql",
     return DbSettings(path, servers[0], servers[-1])
 
 
-def read_db_file(vpopmail_dir: str, module: str, warn=lambda m: None) -> DbSettings:
-    """The connection settings of an SQL site; warns when a file holding a password is readable
-    by everyone (vpopmail installs it 0640 vpopmail:vchkpw)."""
-    path = os.path.join(vpopmail_dir, "etc", "vpopmail.mysql" if module == "mysql" else "vpopmail.pgsql")
+def db_file_path(vpopmail_dir: str, module: str) -> str:
+    """Where the site's vpopmail (and vcli, unless `db_file` says otherwise) reads the settings."""
+    return os.path.join(vpopmail_dir, "etc", "vpopmail.mysql" if module == "mysql" else "vpopmail.pgsql")
+
+
+def read_db_file(vpopmail_dir: str, module: str, warn=lambda m: None, path: str | None = None) -> DbSettings:
+    """The connection settings of an SQL site (from `path` when given); warns when a file holding
+    a password is readable by everyone (vpopmail installs it 0640 vpopmail:vchkpw)."""
+    path = path or db_file_path(vpopmail_dir, module)
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())

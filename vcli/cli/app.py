@@ -749,4 +749,4 @@ def main() -> None:
 
 
 # the issue-12 tools register their subcommands on `app`
-from . import app_domtools, app_ipmap, app_smalltools  # noqa: E402,F401
+from . import app_convert, app_domtools, app_ipmap, app_smalltools  # noqa: E402,F401

@@ -86,6 +86,7 @@ CONFIG_HELP = {
     "ip_alias_domains": "the site's vpopmail has ip alias domains (--enable-ip-alias-domains): vipmap and the "
                         "daemon's ip map commands work on etc/ip_alias_map (IP_ALIAS_DOMAINS; default false)",
     "mysql_replication": "reads from the first line of vpopmail.mysql (MYSQL_REPLICATION)",
+    "db_file": "the SQL connection file (default: etc/vpopmail.mysql or etc/vpopmail.pgsql; vcli convert --db-file sets it)",
 }
 PROFILE_HELP = {
     "remote": "HOST[:PORT] of the vpopmaild (default port 89)",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -100,6 +101,9 @@ class Checker:
             self.add(ddir, "not a directory")
             return
         self._owner_mode(ddir, st, entry, 0o700)
+        if store.auth.name != "cdb":
+            self._check_domain_records(entry, owner)
+            return
         try:
             record = intent.load(ddir)
         except CorruptStore as exc:
@@ -168,17 +172,9 @@ class Checker:
             # (with each other or with ours) can lose a count; the count is known, the hashing
             # position (the_dir) is left as it is
 
-            def recount(ddir=ddir, vp=vp, owner=owner, entry=entry):
-                path = os.path.join(ddir, ".dir-control")
-                with store.auth.domain_lock(entry):
-                    fresh = DirControl.parse(read_bytes(path))
-                    was, fresh.cur_users = fresh.cur_users, len(split_lines(read_bytes(vp) or b""))
-                    try:
-                        mode = stat.S_IMODE(os.stat(path).st_mode)
-                    except FileNotFoundError:
-                        mode = 0o600
-                    atomic_write(path, fresh.dump(), mode, owner, tmp_name=f".dir-control.{os.getpid()}")
-                return f"set the user count of {path} to {fresh.cur_users} (was {was})"
+            def recount(ddir=ddir, entry=entry):
+                was, now = store.auth.recount_users(entry)
+                return f"set the user count of {os.path.join(ddir, '.dir-control')} to {now} (was {was})"
 
             self.add(os.path.join(ddir, ".dir-control"),
                      f"counts {dc.cur_users} users, vpasswd has {len(users)} (vdominfo's user count is off)", recount)
@@ -188,7 +184,65 @@ class Checker:
             self._check_user(entry, u, owner)
         self._check_leftovers(ddir, homes)
 
-    def _check_user(self, entry: AssignEntry, u, owner: Owner) -> None:
+    # --- one real domain of an SQL module ------------------------------------------------------
+
+    def _check_domain_records(self, entry: AssignEntry, owner: Owner) -> None:
+        """The module's records against the disk: the dir_control count against the rows, each
+        row's home and Maildir, the temp trees of adds (a crash between COMMIT and the rename
+        leaves the row and the tree under its temp name: --repair renames it in, the rule of the
+        cdb replay), orphaned mailboxes.  A row whose home is missing is only reported: the
+        rows are the users, and an unmounted disk must not get a million empty Maildirs."""
+        auth = self.store.auth
+        ddir = entry.dir
+        label = f"{auth.name}:{entry.real}"
+        if not os.path.exists(os.path.join(ddir, ".qmail-default")):
+            self.add(os.path.join(ddir, ".qmail-default"), "missing (mail to unknown users is not handled)")
+        users = {u.name: u for u in auth.list_users(entry)}
+        dc = auth.dir_control(entry)
+        if dc.cur_users != len(users):
+            def recount(entry=entry, label=label):
+                was, now = auth.recount_users(entry)
+                return f"set the dir_control user count of {label} to {now} (was {was})"
+
+            self.add(label, f"dir_control counts {dc.cur_users} users, the table has {len(users)} "
+                     "(vdominfo's user count is off)", recount)
+        handled: set[str] = set()
+        now = time.time()
+        for tmp in _temp_trees(ddir):
+            handled.add(tmp)
+            final = os.path.join(os.path.dirname(tmp), os.path.basename(tmp)[len(intent.TMP_PREFIX):])
+            u = users.get(os.path.basename(final))
+            if u is not None and u.dir.rstrip("/") == final and not os.path.lexists(final):
+                self.add(tmp, f"tree of {u.name}, whose record is committed, not renamed into place",
+                         lambda tmp=tmp, final=final: _rename_in(tmp, final))
+                continue
+            try:
+                young = now - os.lstat(tmp).st_mtime < ADD_IN_PROGRESS
+            except FileNotFoundError:
+                continue
+            if young:
+                continue  # an add may be building it right now (its COMMIT has not come yet)
+            self.add(tmp, "half-made user directory of an interrupted add", lambda p=tmp: _rmtree(p))
+        homes = set()
+        for u in users.values():
+            if not u.dir:
+                continue  # vchkpw makes the home at the first login (spec/sql.md §4.10)
+            homes.add(os.path.realpath(u.dir))
+            if intent.tmp_home(u.dir.rstrip("/")) in handled and not os.path.lexists(u.dir):
+                continue
+            self._check_user(entry, u, owner, recreate=False)
+        self._check_leftovers(ddir, homes, handled, f"the {auth.name} table")
+
+    def check_stored_domains(self, entries: list[AssignEntry]) -> None:
+        """Domains the module holds rows of that users/assign does not name (left alone)."""
+        auth = self.store.auth
+        known = {e.real for e in entries}
+        for name in auth.stored_domains():
+            if name not in known:
+                self.add(f"{auth.name}:{name}", "records of a domain users/assign does not name "
+                         "(left by vdeldomain of another tool?); left alone")
+
+    def _check_user(self, entry: AssignEntry, u, owner: Owner, recreate: bool = True) -> None:
         base = entry.dir.rstrip("/") + "/"
         if not resolves_within(u.dir, entry.dir):
             if not u.dir.startswith(base):
@@ -198,7 +252,8 @@ class Checker:
         try:
             st = os.lstat(u.dir)
         except FileNotFoundError:
-            self.add(u.dir, f"home of {u.name} missing", lambda: self._recreate(u, owner, whole=True))
+            self.add(u.dir, f"home of {u.name} missing" + ("" if recreate else _LEFT_ALONE),
+                     (lambda: self._recreate(u, owner, whole=True)) if recreate else None)
             return
         if stat.S_ISLNK(st.st_mode):
             self.add(u.dir, f"home of {u.name} is a symlink")
@@ -209,7 +264,8 @@ class Checker:
             try:
                 sst = os.lstat(p)
             except FileNotFoundError:
-                self.add(p, f"missing ({u.name})", lambda: self._recreate(u, owner, whole=False))
+                self.add(p, f"missing ({u.name})" + ("" if recreate else _LEFT_ALONE),
+                         (lambda: self._recreate(u, owner, whole=False)) if recreate else None)
                 break
             if not stat.S_ISDIR(sst.st_mode):
                 self.add(p, "not a directory")
@@ -230,8 +286,10 @@ class Checker:
                 owner.apply(p)
         return f"recreated the Maildir of {u.name}"
 
-    def _check_leftovers(self, ddir: str, homes: set[str]) -> None:
-        """Temp files and half-made trees of interrupted commands; orphaned mailboxes."""
+    def _check_leftovers(self, ddir: str, homes: set[str], handled: set[str] = frozenset(),
+                         records: str = "vpasswd") -> None:
+        """Temp files and half-made trees of interrupted commands; orphaned mailboxes.
+        `handled`: temp trees already judged (SQL)."""
         for root, dirs, files in os.walk(ddir):
             rel = os.path.relpath(root, ddir)
             depth = 0 if rel == "." else rel.count("/") + 1
@@ -244,7 +302,8 @@ class Checker:
             for name in dirs:
                 p = os.path.join(root, name)
                 if name.startswith(".vcli-new."):
-                    self.add(p, "half-made user directory of an interrupted add", lambda p=p: _rmtree(p))
+                    if p not in handled:
+                        self.add(p, "half-made user directory of an interrupted add", lambda p=p: _rmtree(p))
                     continue
                 if os.path.realpath(p) in homes:
                     continue  # a mailbox: don't descend
@@ -252,7 +311,7 @@ class Checker:
                     keep.append(name)  # a hash directory
                     continue
                 if os.path.isdir(os.path.join(p, "Maildir")):
-                    self.add(p, "mailbox not in vpasswd (orphaned; left alone)")
+                    self.add(p, f"mailbox not in {records} (orphaned; left alone)")
             dirs[:] = keep
 
     def check_unregistered(self, entries: list[AssignEntry]) -> None:
@@ -304,7 +363,44 @@ def check(store, domain: str | None = None) -> list[Problem]:
         c.check_domain(entry)
     if not domain:
         c.check_unregistered(store.qmail.assign_entries())
+        if store.auth.name != "cdb":
+            c.check_stored_domains(store.qmail.assign_entries())
     return c.problems
+
+
+# an SQL add builds its tree before COMMIT: a temp tree younger than this may be one at work
+ADD_IN_PROGRESS = 120.0
+_LEFT_ALONE = " (its record stays; left alone: restore it, or vdeluser)"
+
+
+def _temp_trees(ddir: str) -> list[str]:
+    """The `.vcli-new.<user>` trees of adds in the domain dir and its hash dirs (3 levels)."""
+    out = []
+    stack = [(ddir, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            items = list(os.scandir(d))
+        except OSError:
+            continue
+        for it in items:
+            if not it.is_dir(follow_symlinks=False):
+                continue
+            if it.name.startswith(intent.TMP_PREFIX):
+                out.append(it.path)
+            elif len(it.name) == 1 and depth < 3:
+                stack.append((it.path, depth + 1))
+    return sorted(out)
+
+
+def _rename_in(tmp: str, final: str) -> str:
+    from .fsutil import fsync_dir
+
+    if os.path.lexists(final):
+        return f"{final} exists meanwhile; {tmp} left alone"
+    os.rename(tmp, final)
+    fsync_dir(os.path.dirname(final))
+    return f"renamed {tmp} into place as {final}"
 
 
 def _fix_newline(store, entry: AssignEntry, vp: str, owner: Owner) -> str:

@@ -415,6 +415,10 @@ class Store(BackendCommon):
         """One user, from the site's auth module (cdb: vpasswd.cdb, never a scan)."""
         return self.auth.get_user(self.real_entry(domain), user.lower())
 
+    def existing_users(self, domain: str, users: list[str]) -> set[str]:
+        """Which of these users the domain has (in one pass of the auth module, for bulk import)."""
+        return self.auth.existing_users(self.real_entry(domain), [u.lower() for u in users])
+
     def list_users(self, domain: str) -> Iterator[VUser]:
         """Every user of the domain, in the auth module's order (cdb: vpasswd's)."""
         yield from self.auth.list_users(self.real_entry(domain))

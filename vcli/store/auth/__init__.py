@@ -43,7 +43,7 @@ IP_ALIAS_DOMAINS (`ipmap_*`) -- the last three exist on SqlAuth only (sql.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from ...errors import AuthModuleUnavailable
 
@@ -137,11 +137,38 @@ class AuthModule(Protocol):
         """vmkpasswd: the module's lookup index rebuilt from its records (cdb: vpasswd.cdb); its path
         ('' on SQL: the server keeps the index, there is nothing to rebuild)."""
 
-    def import_records(self, entry: AssignEntry, records: list[VUser], dir_control: DirControl | None) -> int:
+    # whole-domain moves (vcli convert, vcli/store/convert.py) and repairs (vcli check)
+    def import_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
         """vconvert's target side: store `records` verbatim (their homes already exist, nothing is
         made on disk) and set the domain's hashed-dir counter to `dir_control` (None: leave it),
-        all in one commit; a name already there -> UserExists and nothing is written.  Returns the
-        number of records stored."""
+        all in one commit; a name already there -> UserExists and nothing is written.  Returns
+        the number stored.  (vcli convert empties the domain first with delete_domain, and on cdb
+        writes the whole vpasswd with CdbAuth.replace_records, so a rerun replaces a half run's.)"""
+
+    def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
+        """(user, time, ip) of every lastauth record of the domain (whole seconds)."""
+
+    def import_lastauth(self, entry: AssignEntry, rows: Iterable[tuple[str, int, str]]) -> int:
+        """Store these lastauth records as they are (users the module does not hold, and records it
+        cannot hold, are skipped); returns how many were written."""
+
+    def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
+        """Set the dir-control count to the number of records, in one step; (was, now)."""
+
+    def domain_counter(self, domains: str, owner) -> DirControl | None:
+        """The domain hashing counter of `owner` (cdb: domains/.dir-control; SQL: row dom_<uid>);
+        None when there is none yet (vcli convert)."""
+
+    def set_domain_counter(self, domains: str, owner, dc: DirControl) -> None:
+        """Set that counter as it is (vcli convert)."""
+
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """Which of `names` (lower case) the domain holds: the bulk import's check before it
+        writes anything (cdb: an index read each; SQL: batched IN lists, not a query a name)."""
+
+    def stored_domains(self) -> list[str]:
+        """Domains the module holds records or counters of that live outside the domain dirs
+        (SQL: the pw_domain / dir_control keys), for `vcli check` against users/assign."""
 
 
 def driver_missing(name: str, exc: ImportError) -> AuthModuleUnavailable:

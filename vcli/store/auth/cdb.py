@@ -14,7 +14,8 @@ transaction instead (see vcli/store/auth/__init__.py).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+import stat
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
 from ...errors import CorruptStore, LockBusy, StoreIOError, TooLong, UserExists, UserNotFound
@@ -308,6 +309,8 @@ class CdbAuth:
             atomic_write(vp + ".cdb", build_cdb(lines), 0o600, self._owner(entry), tmp_name="cdb.tmp")
         return vp + ".cdb"
 
+    # --- vcli convert and vcli check: whole-domain record moves and the counter -----------------
+
     def import_records(self, entry: AssignEntry, records: list[VUser], dir_control: DirControl | None) -> int:
         """vconvert into cdb: the records merged into vpasswd as they are (their homes exist), the
         cdb rebuilt and `.dir-control` set, in one commit; a name already there -> UserExists."""
@@ -327,6 +330,127 @@ class CdbAuth:
             self._commit(entry, "vconvert", _merge_sorted(lines, new_lines), 0o600, files=files,
                          changed={records[0].name: new_lines[0]})
         return len(records)
+
+    def replace_records(self, entry: AssignEntry, records: Iterable[VUser], dir_control: DirControl | None) -> int:
+        """vcli convert into cdb (the whole domain, so a rerun replaces a half run's): the domain's
+        vpasswd, vpasswd.cdb and .dir-control become exactly
+        these records (sorted by name, as vpopmail's adds keep vpasswd) and this counter (None:
+        the counter is left as it is); the homes already exist.  Staged first, then vpasswd renamed in (the commit), then the cdb
+        and the counter: a crash leaves the old vpasswd, or the new one with a cdb older than it,
+        which every reader rebuilds.  An unchanged file is not rewritten.  Returns the count."""
+        owner = self._owner(entry)
+        lines = sorted((vu.to_line(self.s.clear_passwords) for vu in records), key=line_name)
+        vp = self._vpasswd(entry)
+        dc_path = os.path.join(entry.dir, ".dir-control")
+        with self._domain_lock(entry):
+            data = b"".join(lines)
+            old_vp = read_bytes(vp)
+            old_dc = read_bytes(dc_path)
+            cdb_data = build_cdb(lines)
+            staged: list[tuple[str, str]] = []
+            try:
+                if old_vp != data:
+                    mode = stat.S_IMODE(os.stat(vp).st_mode) if old_vp is not None else 0o600
+                    staged.append((write_staged(vp, data, mode, owner, f"vpasswd.bak.{os.getpid()}"), vp))
+                if old_vp != data or read_bytes(vp + ".cdb") != cdb_data:
+                    staged.append((write_staged(vp + ".cdb", cdb_data, 0o600, owner, "cdb.tmp"), vp + ".cdb"))
+                if dir_control is not None and (
+                        old_dc is None or DirControl.parse(old_dc) != DirControl.parse(dir_control.dump())):
+                    staged.append((write_staged(dc_path, dir_control.dump(), 0o600, owner,
+                                                f".dir-control.{os.getpid()}"), dc_path))
+                for tmp, path in staged:
+                    os.rename(tmp, path)
+                if staged:
+                    fsync_dir(entry.dir)
+            except BaseException as exc:
+                for tmp, _ in staged:
+                    discard(tmp)
+                if isinstance(exc, OSError):
+                    raise io_error(exc, vp) from None
+                raise
+        return len(lines)
+
+    def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
+        """(user, time, ip) of every user with a lastauth file (its mtime in whole seconds)."""
+        for vu in self.list_users(entry):
+            got = self.lastauth(entry, vu)
+            if got is not None:
+                yield vu.name, int(got[0]), got[1]
+
+    def import_lastauth(self, entry: AssignEntry, rows: Iterable[tuple[str, int, str]]) -> int:
+        """vconvert into cdb: each user's `<home>/lastauth` := ip with mtime `time` (a file already
+        saying so is left alone, and so is the file of a user the rows do not name: an SQL row
+        cannot hold a name over 32 characters); users not in vpasswd are skipped.  Returns the
+        files written."""
+        wanted = {user: (int(when), ip) for user, when, ip in rows}
+        owner = self._owner(entry)
+        written = 0
+        for vu in self.list_users(entry):
+            home = vu.dir
+            if not home or not os.path.isdir(home) or not resolves_within(home, entry.dir):
+                continue
+            path = os.path.join(home, "lastauth")
+            want = wanted.get(vu.name)
+            try:
+                st = os.stat(path)
+                with open(path, "rb") as f:
+                    have = (int(st.st_mtime), f.read(257).decode("latin-1"))
+            except OSError:
+                have = None
+            if want is None or have == want:
+                continue
+            tmp = os.path.join(home, f".lastauth.tmp.{os.getpid()}")
+            try:
+                discard(tmp)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                try:
+                    owner.apply_fd(fd)
+                    os.write(fd, want[1].encode("latin-1", "replace"))
+                finally:
+                    os.close(fd)
+                os.utime(tmp, (want[0], want[0]))
+                os.rename(tmp, path)
+            except OSError as exc:
+                discard(tmp)
+                raise io_error(exc, path) from None
+            written += 1
+        return written
+
+    def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
+        """vcli check --repair: the .dir-control count set to the number of vpasswd records, under
+        the domain lock (the hashing position is left as it is); (was, now)."""
+        path = os.path.join(entry.dir, ".dir-control")
+        with self._domain_lock(entry):
+            fresh = DirControl.parse(read_bytes(path))
+            was, fresh.cur_users = fresh.cur_users, len(split_lines(read_bytes(self._vpasswd(entry)) or b""))
+            try:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            except FileNotFoundError:
+                mode = 0o600
+            atomic_write(path, fresh.dump(), mode, self._owner(entry), tmp_name=f".dir-control.{os.getpid()}")
+        return was, fresh.cur_users
+
+    def domain_counter(self, domains: str, owner: Owner) -> DirControl | None:
+        data = read_bytes(os.path.join(domains, ".dir-control"))
+        return None if data is None else DirControl.parse(data)
+
+    def set_domain_counter(self, domains: str, owner: Owner, dc: DirControl) -> None:
+        """domains/.dir-control := dc under its lock (left alone when it already says so)."""
+        path = os.path.join(domains, ".dir-control")
+        with fsutil.locked(os.path.join(domains, ".dir-control.lock"), self.lock_wait, owner):
+            old = read_bytes(path)
+            if old is not None and DirControl.parse(old) == DirControl.parse(dc.dump()):
+                return
+            atomic_write(path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
+
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """The names vpasswd.cdb has (one index lookup each, as find_user)."""
+        return {n for n in names if self._cdb_get(entry, n.encode("utf-8", "surrogateescape")) is not None}
+
+    def stored_domains(self) -> list[str]:
+        """Domains the module holds records of outside users/assign: none for cdb (a domain's
+        vpasswd lives in its directory, which `vcli check` already walks)."""
+        return []
 
     # --- cdb internals (vcli check uses domain_lock, replay and replay_outcome) -------------------
 

@@ -104,7 +104,7 @@ class SqlAuth:
         if db is None:
             from ...site import read_db_file
 
-            db = read_db_file(s.vpopmail_dir, dialect.name, disk.warn)
+            db = read_db_file(s.vpopmail_dir, dialect.name, disk.warn, path=getattr(s, "db_file", None))
         self.db = db
         self._conns: dict[str, object] = {}
         self._used: dict[str, float] = {}
@@ -983,6 +983,123 @@ class SqlAuth:
                 self._dc_write(cur, entry.real, dir_control)
         return len(rows)
 
+
+    # --- vcli convert and vcli check (w-convert): lastauth rows in bulk, recount, stored domains ---
+
+    def list_lastauth(self, entry: AssignEntry) -> Iterator[tuple[str, int, str]]:
+        """(user, timestamp, remote_ip) of the domain's lastauth rows, streamed from the listing
+        connection (nothing without auth logging)."""
+        if not self.s.auth_logging:
+            return
+        sql = (f"SELECT {self.d.lastauth_user}, timestamp, remote_ip FROM {self.d.quote('lastauth')} "
+               "WHERE domain = %s")
+        conn = self._conn("getall")
+        try:
+            cur = self.d.stream_cursor(conn)
+            cur.execute(sql, (entry.real,))
+        except self.d.errors() as exc:
+            kind, _ = self.d.classify(exc)
+            self._drop("getall")
+            if kind == "no_table":
+                return
+            raise self._translate(exc, "getall") from None
+        done = False
+        try:
+            while True:
+                try:
+                    rows = cur.fetchmany(STREAM)
+                except self.d.errors() as exc:
+                    raise self._translate(exc, "getall") from None
+                if not rows:
+                    done = True
+                    break
+                for user, when, ip in rows:
+                    yield str(_text(user)), int(when or 0), _text(ip) or ""
+        finally:
+            if done:
+                self.d.end_stream(conn, cur)
+            else:
+                self._drop("getall")
+
+    def lastauth_fits(self, user: str, ip: str) -> bool:
+        """Whether a lastauth row can hold this user and IP (`user` is 32 wide where names may be
+        64: vpopmail loses those rows, sql.md §8.4); vcli convert skips the others."""
+        widths = self.widths("lastauth")
+        return (len(user) <= widths.get(self.d.lastauth_user.strip('"`').lower(), 32)
+                and len(ip) <= widths.get("remote_ip", 39))
+
+    def import_lastauth(self, entry: AssignEntry, rows) -> int:
+        """vconvert's lastauth rows: upserted in batches, one transaction; rows the table cannot
+        hold are skipped (see lastauth_fits)."""
+        if not self.s.auth_logging:
+            return 0
+        self.ensure_tables(entry)
+        values = []
+        for user, when, ip in rows:
+            if self.lastauth_fits(user, ip):
+                values.append(self._lastauth_values(entry, user, ip, int(when)))
+        if not values:
+            return 0
+        cols = list(values[0])
+        with self._txn() as cur:
+            for i in range(0, len(values), BATCH):
+                chunk = values[i:i + BATCH]
+                cur.execute(self._lastauth_upsert(cols, len(chunk)), tuple(x for v in chunk for x in v.values()))
+        return len(values)
+
+    def recount_users(self, entry: AssignEntry) -> tuple[int, int]:
+        """vcli check --repair: cur_users of the domain's dir_control row := its row count, in one
+        transaction holding the row (FOR UPDATE, as every writer of the domain does); (was, now)."""
+        dom, params = self._dom(entry)
+        self.ensure_tables(entry)
+        with self._txn() as cur:
+            dc, _ = self._dc_read(cur, entry.real, True)
+            cur.execute(f"SELECT COUNT(*) FROM {self.d.quote(self.user_table(entry))}"
+                        f"{' WHERE pw_domain = %s' if dom else ''}", params)
+            was, dc.cur_users = dc.cur_users, int(cur.fetchone()[0])
+            self._dc_write(cur, entry.real, dc)
+        return was, dc.cur_users
+
+    def domain_counter(self, domains: str, owner: Owner) -> DirControl | None:
+        """Row `dom_<uid>` of dir_control, None when there is none."""
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        got = self._read("read", lambda cur: self._dc_read(cur, key, False))
+        return got[0] if got and got[1] else None
+
+    def set_domain_counter(self, domains: str, owner: Owner, dc: DirControl) -> None:
+        key = f"dom_{owner.uid if owner.uid is not None else os.geteuid()}"
+        self._ensure_counter()
+        with self._txn() as cur:
+            self._dc_write(cur, key, dc)
+
+    def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
+        """The names the table has, BATCH names a query (a bulk import of a million users asked
+        one SELECT a name: a third of its time)."""
+        dom, params = self._dom(entry)
+        qt = self.d.quote(self.user_table(entry))
+        found: set[str] = set()
+        for i in range(0, len(names), BATCH):
+            chunk = names[i:i + BATCH]
+            sql = f"SELECT pw_name FROM {qt} WHERE pw_name IN ({', '.join(['%s'] * len(chunk))}){dom}"
+            rows = self._read("read", lambda cur, sql=sql, chunk=chunk: (cur.execute(sql, (*chunk, *params)),
+                                                                         cur.fetchall())[1])
+            found |= {str(_text(r[0])).lower() for r in rows or ()}
+        return found
+
+    def stored_domains(self) -> list[str]:
+        """The domains of the user rows (many-domains) and of the dir_control rows (not the
+        `dom_<uid>` domain counters), for vcli check against users/assign."""
+        def q(cur):
+            out = set()
+            if self.s.many_domains:
+                cur.execute(f"SELECT DISTINCT pw_domain FROM {self.d.quote('vpopmail')}")
+                out |= {str(_text(r[0])) for r in cur.fetchall()}
+            cur.execute(f"SELECT domain FROM {self.d.quote('dir_control')}")
+            out |= {str(_text(r[0])) for r in cur.fetchall() if not str(_text(r[0])).startswith("dom_")}
+            return out
+
+        got = self._read("read", q)
+        return sorted(got or ())
 
 class _Cursor:
     """The transaction's cursor: in a dry run each statement is also recorded in the journal."""
