@@ -544,3 +544,23 @@ def test_i13_05_dotqmail2valias_on_a_valias_site_says_not_yet(tmp_path, db):
         r = st.run("dotqmail2valias", D)
         assert r.rc == 255 and len(r.err_lines) == 1 and "not in this version of vcli" in r.err
         assert st.snapshot() == before
+
+
+def test_i13_03_nested_listings_each_read_whole(my):
+    """A listing started while another is still being read (vpopbull-style loops) gets its own
+    connection: both are complete, and the shared listing connection stays usable."""
+    from vcli.model import NewUser
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadddomain", "other.test", "Pm-pass1")
+    store = _store(my)
+    with patched_environ(my.env):
+        store.add_users(D, [NewUser(f"u{i:04d}", hashed="$1$s$h") for i in range(1500)])
+        outer = []
+        for vu in store.list_users(D):
+            outer.append(vu.name)
+            if len(outer) == 10:
+                assert [u.name for u in store.list_users("other.test")] == ["postmaster"]
+                assert sum(1 for _ in store.list_users(D)) == 1501
+        assert len(outer) == 1501
+        assert sum(1 for _ in store.list_users(D)) == 1501

@@ -263,3 +263,15 @@ def test_i13_03_table_names_pass_one_quoting_function(name):
     with pytest.raises(DatabaseError, match="cannot be a MySQL table name"):
         MysqlDialect.quote(name)
     assert MysqlDialect.quote("a_b_test") == "`a_b_test`"
+
+
+def test_i13_03_vadddomain_failing_at_postmaster_is_undone(my):
+    """The postmaster INSERT refused by the server: vadddomain's undo leaves no domain dir, no
+    assign line, no rows, and the dom_<uid> counter row exactly as before."""
+    my.ok("vadddomain", "first.test", "Pm-pass1")
+    my.db.query("CREATE TRIGGER no_pm BEFORE INSERT ON vpopmail FOR EACH ROW "
+                "IF NEW.pw_domain = 'example.test' THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'no pm'; END IF")
+    before, data = my.snapshot(), rows(my.db)
+    r = my.run("vadddomain", D, "Pm-pass1")
+    assert r.rc == 69 and len(r.err_lines) == 1 and r.err.endswith("no pm\n"), r
+    assert my.snapshot() == before and rows(my.db) == data

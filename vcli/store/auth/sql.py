@@ -111,6 +111,8 @@ class SqlAuth:
         self._ready: set[str] = set()  # tables known to exist (CREATE TABLE IF NOT EXISTS done)
         self._widths: dict[str, dict[str, int]] = {}
         self._pid = os.getpid()
+        self._inherited: list = []
+        self._streaming = False  # the listing connection is in the middle of a result
 
     @property
     def s(self):
@@ -135,7 +137,10 @@ class SqlAuth:
         (a daemon's connection may have been dropped by the server meanwhile)."""
         role = self._role(role)
         if self._pid != os.getpid():  # a forked worker never shares its parent's sockets
+            # kept, never closed: closing would say goodbye to the server on the parent's socket
+            self._inherited.extend(self._conns.values())
             self._conns.clear()
+            self._streaming = False
             self._pid = os.getpid()
         conn = self._conns.get(role)
         now = time.monotonic()
@@ -395,20 +400,30 @@ class SqlAuth:
         dom, params = self._dom(entry)
         sql = (f"SELECT {self._cols()} FROM {self.d.quote(self.user_table(entry))}"
                f"{' WHERE pw_domain = %s' if dom else ''} ORDER BY pw_name")
+        # a listing started while another is still being read gets a connection of its own
+        own = self._streaming
         for attempt in (1, 2):
-            conn = self._conn("getall")
             try:
+                if own:
+                    conn = self.d.connect(self._server("getall"))
+                else:
+                    conn = self._conn("getall")
                 cur = self.d.stream_cursor(conn)
                 cur.execute(sql, params)
                 break
             except self.d.errors() as exc:
                 kind, _ = self.d.classify(exc)
-                self._drop("getall")
+                if own:
+                    _close(locals().get("conn"))
+                else:
+                    self._drop("getall")
                 if kind == "down" and attempt == 1:
                     continue
                 if kind == "no_table":
                     return
                 raise self._translate(exc, "getall") from None
+        if not own:
+            self._streaming = True
         done = False
         try:
             while True:
@@ -422,10 +437,14 @@ class SqlAuth:
                 for row in rows:
                     yield self._user(row)
         finally:
-            if done:
-                self.d.end_stream(conn, cur)
-            else:  # abandoned half-way: the rest of the result is not worth reading
-                self._drop("getall")
+            if own:
+                _close(conn)
+            else:
+                self._streaming = False
+                if done:
+                    self.d.end_stream(conn, cur)
+                else:  # abandoned half-way: the rest of the result is not worth reading
+                    self._drop("getall")
 
     def user_count(self, entry: AssignEntry) -> int:
         return self.dir_control(entry).cur_users
@@ -986,6 +1005,14 @@ class _Cursor:
 
     def fetchall(self):
         return self.cur.fetchall()
+
+
+def _close(conn) -> None:
+    try:
+        if conn is not None:
+            conn.close()
+    except Exception:  # noqa: BLE001, S110 - it is being thrown away
+        pass
 
 
 def _insert(qtable: str, cols: list[str], n: int) -> str:
