@@ -482,3 +482,26 @@ def test_i13_06_tables_beyond_users_are_refused(tmp_path):
         r = st.run("vcli", "convert", "--to", "mysql")
         assert r.rc == 64 and len(r.err_lines) == 1 and "the ip map (IP_ALIAS_DOMAINS)" in r.err, r
         assert st.snapshot() == before
+
+
+def test_i13_06_round_trip_cdb_pgsql_cdb(two, postgres):
+    """The same round trip through PostgreSQL (vpopmail.pgsql): rows, the counters, lastauth
+    (userid), and back to byte-identical cdb files."""
+    st, db = two, postgres.new_database()
+    before = _cdb_files(st)
+    info = st.ok("vuserinfo", "u00003@example.test").out
+    path = st.vp / "etc" / "vpopmail.pgsql"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(db.db_line())
+    r = st.ok("vcli", "convert", "--to", "pgsql")
+    assert "verified 2 of 2 domains in pgsql" in r.out and _module(st) == "pgsql"
+    assert db.query("SELECT COUNT(*) FROM vpopmail")[0][0] == 154
+    assert db.query("SELECT cur_users FROM dir_control WHERE domain = 'example.test'") == [(151,)]
+    assert db.query("SELECT remote_ip, timestamp FROM lastauth WHERE userid = 'u00002'") == [("192.0.2.7", 1_700_000_123)]
+    for p in before:
+        os.unlink(p)
+    assert st.ok("vuserinfo", "u00003@example.test").out == info.replace("\nuid:    1\n", "\nuid:    0\n")
+    st.ok("vcli", "convert", "--to", "cdb")
+    assert _cdb_files(st) == before and _module(st) == "cdb"
+    assert st.ok("vuserinfo", "u00003@example.test").out == info
