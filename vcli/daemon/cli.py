@@ -126,6 +126,7 @@ def _preload(tls: bool) -> None:
     from this process, so what is loaded here is all they need."""
     import asyncio  # noqa: F401
     import concurrent.futures.process  # noqa: F401
+    import concurrent.futures.thread  # noqa: F401 - the listener runs commands in threads
     import hmac  # noqa: F401
     import json  # noqa: F401
     import pkgutil
@@ -146,7 +147,7 @@ def _preload(tls: bool) -> None:
         importlib.import_module(mod.name)
     from ..store import passwords
     from ..store.auth import cdb  # noqa: F401 - the auth module Store() opens (an SQL module: preload it too)
-    from . import serve, wire  # noqa: F401
+    from . import commit, serve, wire  # noqa: F401
 
     try:
         passwords.verify_password("x", "$6$saltsalt$x")  # loads what crypt(3) loads on first use

@@ -276,21 +276,26 @@ class CdbAuth:
     def replay_outcome(self, entry: AssignEntry, record: dict, lines: list[bytes] | None = None):
         return self._replay_outcome(entry, record, lines)
 
-    def _settle(self, entry: AssignEntry) -> None:
-        """Before a read: replay a change interrupted by a crash, unless its owner is still at work."""
+    def _settle(self, entry: AssignEntry) -> bool:
+        """Before a read: replay a change interrupted by a crash, unless its owner is still at work.
+        True when a writer is in the middle of a change (its intent pending, the lock held)."""
         lock = os.path.join(entry.dir, ".vpasswd.lock")
-        if not intent.pending(entry.dir) or holding(lock):
-            return
+        if not intent.pending(entry.dir):
+            return False
+        if holding(lock):
+            return False
         try:
             with fsutil.locked(lock, 0, self._owner(entry)):
                 if intent.pending(entry.dir):
                     self._replay(entry)
-        except (LockBusy, StoreIOError, OSError) as exc:  # busy: the writer finishes it; else a reader can't
-            if not isinstance(exc, LockBusy):
-                self.warn(f"Warning: {intent.path(entry.dir)}: interrupted change not replayed: {exc}")
+        except LockBusy:  # the writer finishes it
+            return True
+        except (StoreIOError, OSError) as exc:  # a reader can't
+            self.warn(f"Warning: {intent.path(entry.dir)}: interrupted change not replayed: {exc}")
+        return False
 
     def _cdb_get(self, entry: AssignEntry, key: bytes) -> bytes | None:
-        self._settle(entry)
+        writing = self._settle(entry)
         vp = self._vpasswd(entry)
         cdb_path = vp + ".cdb"
         try:
@@ -303,7 +308,10 @@ class CdbAuth:
             return self._cdb_get_plain(cdb_path, key)
         except OSError as exc:
             raise io_error(exc, cdb_path) from None
-        if st_vp.st_mtime_ns > st_cdb.st_mtime_ns:
+        # vpasswd newer than its cdb: stale, rebuilt -- unless a writer is between the rename of
+        # vpasswd and that of the cdb it has staged: the old cdb is what every answered request
+        # has seen, and waiting for the lock would hold this read up behind the whole commit
+        if st_vp.st_mtime_ns > st_cdb.st_mtime_ns and not writing:
             self._rebuild_cdb(entry, "older than vpasswd")
         try:
             return self._cdb_get_plain(cdb_path, key, check=True)
@@ -434,8 +442,10 @@ class CdbAuth:
             intent.end(ddir)
         except (OSError, StoreIOError) as exc:
             why = exc.strerror if isinstance(exc, OSError) else exc.message
-            raise StoreIOError(f"{vp}: {op} is committed but could not be finished ({why}); "
-                               "the next change or `vcli check --repair` finishes it") from None
+            late = StoreIOError(f"{vp}: {op} is committed but could not be finished ({why}); "
+                                "the next change or `vcli check --repair` finishes it")
+            late.committed = True  # the change stands: a caller must not try it again (daemon group commit)
+            raise late from None
 
     def _replay(self, entry: AssignEntry) -> bool | None:
         """Finish or undo a change interrupted in this domain (caller holds the lock); True when
