@@ -19,6 +19,7 @@ from ..errors import EXIT_DATAERR, UsageError, UserExists, VcliError
 
 COLUMNS = ("address", "password", "quota", "comment")
 MAX_REPORTED = 20  # bad lines listed before "... and N more"
+BIG_IMPORT = 1000  # rows from which existing names are read in one listing per domain
 
 
 class BadInput(VcliError):
@@ -107,6 +108,9 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
     policy = pw.Policy.load(store.root)
     seen: dict[tuple[str, str], int] = {}
     errors: list[VcliError] = []
+    reals: dict[str, str] = {}  # domain as written -> its real domain (looked up once)
+    # a big import checks names against one listing per domain, not one lookup per row
+    present: dict[str, set[str]] | None = {} if len(rows) >= BIG_IMPORT and not exist_ok else None
     for r in rows:
         line = r["_line"]
         if "_error" in r:
@@ -122,11 +126,18 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             user, domain = store.parse_address(address)
             if not domain:
                 raise UsageError("not a full address")
-            real = store.real_entry(domain).real
+            real = reals.get(domain)
+            if real is None:
+                real = reals[domain] = store.real_entry(domain).real
             if (real, user) in seen:
                 raise UserExists(f"User already exists (line {seen[(real, user)]})")
             seen[(real, user)] = line
-            if not exist_ok and store.find_user(user, real) is not None:
+            if present is not None:
+                if real not in present:
+                    present[real] = {u.name for u in store.list_users(real)}
+                if user in present[real]:
+                    raise UserExists("User already exists")
+            elif not exist_ok and store.find_user(user, real) is not None:
                 raise UserExists("User already exists")
             if is_hash:
                 check_hash_text(secret)

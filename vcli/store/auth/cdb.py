@@ -45,6 +45,7 @@ class CdbAuth:
 
     def __init__(self, disk):
         self.disk = disk
+        self._checked: dict[str, tuple] = {}  # cdb path -> the (dev, ino, size, mtime) whose header passed
 
     @property
     def s(self):
@@ -319,15 +320,20 @@ class CdbAuth:
             self._rebuild_cdb(entry, "corrupt")
             return self._cdb_get_plain(cdb_path, key)
 
-    @staticmethod
-    def _cdb_get_plain(path: str, key: bytes, check: bool = False) -> bytes | None:
+    def _cdb_get_plain(self, path: str, key: bytes, check: bool = False) -> bytes | None:
         try:
             reader = cdb.CdbReader(path)
         except OSError as exc:
             raise io_error(exc, path) from None
         with reader:
             if check:
-                _check_cdb_header(reader)
+                # checked once per version of the file: a bulk import's validation, or a
+                # daemon's lookups, read the same cdb thousands of times
+                st = os.fstat(reader.fd)
+                version = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                if self._checked.get(path) != version:
+                    _check_cdb_header(reader)
+                    self._checked[path] = version
             return reader.get(key)
 
     def _rebuild_cdb(self, entry: AssignEntry, why: str) -> None:
@@ -396,8 +402,12 @@ class CdbAuth:
         try:
             if new_users:
                 self.disk._make_user_dirs(new_users, owner, made, progress)
-                for parent in {os.path.dirname(h) for h in made}:
-                    fsync_dir(parent)
+                parents = {os.path.dirname(h) for h in made}
+                if len(parents) > SYNC_FS_OVER:  # a bulk add: one flush, not one per hashed dir
+                    fsutil.sync_fs(ddir)
+                else:
+                    for parent in parents:
+                        fsync_dir(parent)
             # vpasswd is written before its cdb, so the cdb is never older than vpasswd
             vp_tmp = write_staged(vp, b"".join(lines), mode, owner, f"vpasswd.bak.{os.getpid()}")
             if rebuild_cdb:
@@ -430,13 +440,13 @@ class CdbAuth:
                 else:
                     os.rename(tmp, path)
             if journal() is None:  # a dry run built no trees
-                for home in made:
-                    os.rename(intent.tmp_home(home), home)
-                if batch:
+                _rename_trees(made)
+                parents = {os.path.dirname(h) for h in made}
+                if batch or len(parents) > SYNC_FS_OVER:
                     fsutil.sync_fs(ddir)
-                for parent in {os.path.dirname(h) for h in made} | (
-                        set() if batch else {os.path.dirname(p) for t, p in staged if t}):
-                    fsync_dir(parent)
+                else:
+                    for parent in parents | {os.path.dirname(p) for t, p in staged if t}:
+                        fsync_dir(parent)
             for vu in removed:
                 self.disk._remove_tree(vu.dir, ddir)
             intent.end(ddir)
@@ -565,6 +575,32 @@ class CdbAuth:
                          maildirsize=[new] if maildirsize and new is not None else (),
                          changed={old.name: lines[idx[0]]} if new is not None else None)
             return old if new is None else new
+
+
+# A change that made trees in more hashed dirs than this flushes the filesystem once (syncfs)
+# instead of fsync'ing each directory: at 100,000 users that is ~2,000 fsyncs saved.
+SYNC_FS_OVER = 16
+RENAME_THREADS = 4  # renames of many new trees into place; rename(2) releases the GIL
+
+
+def _rename_trees(homes: list[str]) -> None:
+    """Each new tree from its temp name to its home (after the commit).  Many at once are split
+    into contiguous runs (mostly different hashed dirs, so different directory locks) renamed
+    by a few threads."""
+    if len(homes) < 2000:
+        for home in homes:
+            os.rename(intent.tmp_home(home), home)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(part: list[str]) -> None:
+        for home in part:
+            os.rename(intent.tmp_home(home), home)
+
+    n = -(-len(homes) // RENAME_THREADS)
+    with ThreadPoolExecutor(RENAME_THREADS) as pool:
+        for f in [pool.submit(run, homes[i : i + n]) for i in range(0, len(homes), n)]:
+            f.result()
 
 
 def _stat(path: str):
