@@ -108,6 +108,7 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
     policy = pw.Policy.load(store.root)
     seen: dict[tuple[str, str], int] = {}
     errors: list[VcliError] = []
+    remote = bool(getattr(store, "is_remote", False))
     reals: dict[str, str] = {}  # domain as written -> its real domain (looked up once)
     # a big import checks names against one listing per domain, not one lookup per row
     present: dict[str, set[str]] | None = {} if len(rows) >= BIG_IMPORT and not exist_ok else None
@@ -153,9 +154,12 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
             errors.append(exc)
             continue
         if not is_hash:
-            clear.append((new, secret))
-            if store.s.clear_passwords:
+            if remote:  # sent as the add_user's password: the daemon hashes it, no mod_user after
                 new.password = secret
+            else:
+                clear.append((new, secret))
+                if store.s.clear_passwords:
+                    new.password = secret
         by_domain.setdefault(real, []).append((line, new))
     if errors:  # all or nothing: every bad line reported, none imported
         raise _report(errors)

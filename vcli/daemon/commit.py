@@ -5,11 +5,12 @@ Each session calls `add_user`/`mod_user`/`del_user` from its own thread (serve.p
 sessions' commands in a thread pool) with the Store's signatures, and gets the Store's answer:
 the record, or the exception the Store would have raised for that request alone.  The first
 request for a domain leads: it takes the domain lock (waiting there for another worker process
-if need be), then takes every request queued for the domain meanwhile and applies them in
-arrival order — consecutive requests of one kind as one batch of the auth module (add_users,
-modify_users, delete_users).  A request that would fail on its own (the user exists, is not
-there) is answered with its error and left out of the batch; if the batch itself fails, its
-requests are applied one by one so that each gets its true answer.  The leader hands over to
+if need be), then takes every request queued for the domain meanwhile and applies them grouped
+by kind, each group one batch of the auth module (add_users, modify_users, delete_users); two
+requests naming the same user keep their arrival order (see `_runs`).  A request that would
+fail on its own (the user exists, is not there) is answered with its error and left out of the
+batch; if the batch itself fails, its requests are applied one by one so that each gets its
+true answer.  The leader hands over to
 the next waiting request when its own is answered, so nobody serves others forever.
 
 The work that needs no lock (validation, hashing a password) is done by the requesting thread
@@ -205,17 +206,21 @@ def _answer(r: _Request, res) -> None:
 
 
 def _runs(batch: list[_Request]) -> list[list[_Request]]:
-    """Consecutive requests of one kind, in arrival order; a mod run also keeps one maildirsize
-    setting and names each user once (a second change of a user waits for the next commit)."""
+    """The batch as runs of one kind, each one commit.  The requests of a batch are concurrent (a
+    session has one at a time in flight), so any order of them is one the clients could have
+    seen; a request joins the first run of its kind after every run holding a request for the
+    same user, so two requests naming one user keep their arrival order.  A mod run keeps one
+    maildirsize setting and names each user once."""
     runs: list[list[_Request]] = []
-    names: set[str] = set()
+    names: list[set[str]] = []
     for r in batch:
-        cur = runs[-1] if runs else None
-        if (cur is None or cur[0].kind != r.kind
-                or (r.kind == MOD and (r.maildirsize != cur[0].maildirsize or r.name in names))):
-            runs.append([r])
-            names = {r.name}
+        lower = max((i + 1 for i, ns in enumerate(names) if r.name in ns), default=0)
+        for k in range(lower, len(runs)):
+            if runs[k][0].kind == r.kind and (r.kind != MOD or runs[k][0].maildirsize == r.maildirsize):
+                runs[k].append(r)
+                names[k].add(r.name)
+                break
         else:
-            cur.append(r)
-            names.add(r.name)
+            runs.append([r])
+            names.append({r.name})
     return runs

@@ -260,7 +260,7 @@ class RemoteBackend(BackendCommon):
             raise VpopError(code=-20)
         return NewUser(user, new.password, new.hashed, gecos, new.quota, new.apop)
 
-    PIPELINE = 4  # connections a bulk add keeps busy: the real daemon answers one command at a time
+    PIPELINE = 16  # connections a bulk add keeps busy: the real daemon answers one command at a time
 
     def add_users(self, domain: str, new_users, prepared: bool = False, exist_ok: bool = False, progress=None):
         """add_user (+ mod_user for a hash, comment or quota, + user_info) per account.  Many are
@@ -342,7 +342,8 @@ class RemoteBackend(BackendCommon):
         """One account over one connection: its record, or None when it exists and exist_ok."""
         address = f"{new.user}@{entry.real}"
         password = new.password
-        if new.hashed is not None:
+        send_hash = new.hashed is not None and not password  # a clear password is hashed by the daemon
+        if send_hash:
             password = secrets.token_urlsafe(18)  # replaced by the hash below
         if password is None or password == "":
             raise UsageError("a password is required over vpopmaild")
@@ -355,7 +356,7 @@ class RemoteBackend(BackendCommon):
                 raise UserExists() from None
             raise
         opts = []
-        if new.hashed is not None:
+        if send_hash:
             opts.append(("encrypted_password", new.hashed))
         if new.gecos and new.gecos != new.user:
             opts.append(("comment", new.gecos))
