@@ -247,3 +247,15 @@ def test_i11_3_remote_bulk_add_goes_over_several_connections(tmp_path):
     assert sum(1 for u in st.list_users(DOMAIN) if u.name.startswith("r")) == 120
     chk = _check(env)
     assert chk.returncode == 0, chk.stdout + chk.stderr
+
+
+def test_i11_3_a_batch_groups_by_kind_and_keeps_each_users_order():
+    """Concurrent requests may be grouped by kind (one commit each); two naming one user never swap."""
+    from vcli.daemon.commit import _Request, _runs
+
+    reqs = [_Request("add", "x", None), _Request("mod", "y", None), _Request("add", "z", None),
+            _Request("mod", "x", None), _Request("del", "y", None), _Request("add", "y", None),
+            _Request("mod", "x", None), _Request("mod", "w", None, maildirsize=True), _Request("del", "q", None)]
+    runs = [[(r.kind, r.name) for r in run] for run in _runs(reqs)]
+    assert runs == [[("add", "x"), ("add", "z")], [("mod", "y"), ("mod", "x")], [("del", "y"), ("del", "q")],
+                    [("add", "y")], [("mod", "x")], [("mod", "w")]]
