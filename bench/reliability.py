@@ -96,6 +96,20 @@ def daemon_full() -> dict:
     lost = len(figs["lost_updates"])
     ok = (not lost and not figs["errors"] and figs["check_clean"] and not figs["newcomer_refused"]
           and figs["slowloris_cut"] == figs["slowloris"])
+    storm = daemon_load.write_storm(writers=200, seconds=10.0)
+    storm_ok = not storm["errors"] and not storm["lost_updates"] and storm["check_exit"] == 0
+    storm_row = (
+        f"daemon: {storm['writers']} clients writing (add_user/mod_user/del_user) to one domain for 10 s "
+        "while a reader times user_info and whole logins",
+        f"{storm['writes']} writes ({storm['writes_per_second']}/s, p50/p99 {storm['write_p50_ms']}/"
+        f"{storm['write_p99_ms']} ms); {storm['reads']} user_info p50/p99 {storm['read_p50_ms']}/"
+        f"{storm['read_p99_ms']} ms, {storm['logins']} logins p50/p99 {storm['login_p50_ms']}/"
+        f"{storm['login_p99_ms']} ms (goal p99 <= 50 ms: "
+        f"{'ok' if max(storm['read_p99_ms'], storm['login_p99_ms']) <= 50 else 'MISSED'})",
+        "-", "-",
+        f"{len(storm['lost_updates'])} lost updates, {len(storm['errors'])} errors, vcli check exit {storm['check_exit']}",
+        "python tests/reliability/daemon_load.py --write-storm",
+    )
     return {
         "rows": [(
             f"daemon: {figs['clients']} clients of mixed reads and writes for 10 s, {figs['slowloris']} slowloris "
@@ -110,8 +124,8 @@ def daemon_full() -> dict:
             f"{figs['slowloris']} after <= {figs['slowloris_cut_after_max_s']} s, new clients refused "
             f"{len(figs['newcomer_refused'])}, vcli check clean: {figs['check_clean']}",
             "python tests/reliability/daemon_load.py",
-        )],
-        "ok": ok,
+        ), storm_row],
+        "ok": ok and storm_ok,
     }
 
 

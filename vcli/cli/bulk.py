@@ -92,12 +92,17 @@ def hash_all(passwords: list[str], scheme: str, jobs: int) -> list[str]:
     return out
 
 
+BIG_IMPORT = 1000  # names from which a remote import reads one listing per domain, not a lookup each
+
 def _existing(store, domain: str, users: list[str]) -> set[str]:
     """The users the domain has already: in one pass of the local store's auth module (an SQL
     site: batched queries), else (the remote backend) one lookup each."""
     lookup = getattr(store, "existing_users", None)
     if lookup is not None:
         return lookup(domain, users)
+    if len(users) >= BIG_IMPORT:  # over the protocol one listing beats a round trip a name
+        wanted = set(users)
+        return {u.name for u in store.list_users(domain) if u.name in wanted}
     return {u for u in users if store.find_user(u, domain) is not None}
 
 
@@ -121,6 +126,7 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
     # asked users/cdb a million times, ~40 us each)
     default, max_user = store.default_domain(), store.s.max_user
     real_of: dict[str, str] = {}
+    remote = bool(getattr(store, "is_remote", False))
     for r in rows:
         line = r["_line"]
         if "_error" in r:
@@ -158,9 +164,12 @@ def bulk_add(store, path: str, hashed: bool = False, exist_ok: bool = False, job
         if not exist_ok:
             to_look_up.setdefault(real, []).append((user, line, address))
         if not is_hash:
-            clear.append((new, secret))
-            if store.s.clear_passwords:
+            if remote:  # sent as the add_user's password: the daemon hashes it, no mod_user after
                 new.password = secret
+            else:
+                clear.append((new, secret))
+                if store.s.clear_passwords:
+                    new.password = secret
         by_domain.setdefault(real, []).append((line, new))
     for real, wanted in to_look_up.items():  # one pass per domain, not a lookup per line
         have = _existing(store, real, [u for u, _, _ in wanted])

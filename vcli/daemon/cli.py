@@ -127,6 +127,7 @@ def _preload(tls: bool, auth_module: str = "cdb") -> None:
     (its connections are opened in each worker, after the fork)."""
     import asyncio  # noqa: F401
     import concurrent.futures.process  # noqa: F401
+    import concurrent.futures.thread  # noqa: F401 - the listener runs commands in threads
     import hmac  # noqa: F401
     import json  # noqa: F401
     import pkgutil
@@ -152,7 +153,7 @@ def _preload(tls: bool, auth_module: str = "cdb") -> None:
         preload = getattr(module, "preload_driver", None)
         if preload is not None:
             preload()
-    from . import serve, wire  # noqa: F401
+    from . import commit, serve, wire  # noqa: F401
 
     try:
         passwords.verify_password("x", "$6$saltsalt$x")  # loads what crypt(3) loads on first use

@@ -30,6 +30,13 @@ REFUSED_ADDRESS = b"-ERR 5.110 Too many invalid login attempts\r\n"  # --max-per
 # asyncio is imported by the listener's methods only: a --stdio process (one per connection
 # under tcpserver) starts without it.
 
+# The listener runs every command in a thread, off the event loop: a write waiting for a domain
+# lock (held by another worker process, or by this worker's group commit) never holds up the
+# other connections.  Reads and logins have their own threads, so writers queued on one domain
+# cannot take them all.
+READ_THREADS = 8
+WRITE_THREADS = 64
+
 
 class Throttle:
     """A delay before answering a failed login, per client address: `base` after the first
@@ -119,6 +126,8 @@ class Server:
         self.active = 0
         self.stopping = False
         self.store = None
+        self.committer = None  # the worker's group commit (commit.py), made with the store
+        self.pools = None  # (reads, writes) thread pools of the listener, made in serve()
         self.conns: set[_Conn] = set()
 
     def _store(self):
@@ -126,9 +135,18 @@ class Server:
             self.store = self.store_factory()
         return self.store
 
-    def _session(self, addr: str) -> Session:
+    def _session(self, addr: str, grouped: bool = False) -> Session:
+        """grouped: the session's user writes go through the worker's group commit (the listener;
+        a --stdio process serves one connection, so there is nothing to group)."""
+        writer = None
+        if grouped:
+            if self.committer is None:
+                from .commit import GroupCommit
+
+                self.committer = GroupCommit(self._store())
+            writer = self.committer
         session = Session(self._store(), peer=addr, audit=self.audit, log=self.log,
-                          qmail_programs=self.qmail_programs)
+                          qmail_programs=self.qmail_programs, writer=writer)
         session.on_login_failure = lambda: self.throttle.record(self._throttle_key(addr, session))
         return session
 
@@ -164,7 +182,9 @@ class Server:
         self.per_address[addr] = self.per_address.get(addr, 0) + 1
         conn = _Conn(asyncio.current_task())
         self.conns.add(conn)
-        session = self._session(addr)
+        session = self._session(addr, grouped=True)
+        loop = asyncio.get_running_loop()
+        reads, writes = self.pools
         try:
             writer.write(session.greeting())
             await writer.drain()
@@ -182,7 +202,8 @@ class Server:
                     break
                 for piece in split_long(raw, self.max_line):
                     failures = session.failed_logins
-                    reply = session.feed(piece)
+                    pool = writes if session.may_write(piece) else reads
+                    reply = await loop.run_in_executor(pool, session.feed, piece)
                     if session.failed_logins > failures:
                         await asyncio.sleep(self.throttle.delay(self._throttle_key(addr, session)))
                     if reply:
@@ -226,7 +247,11 @@ class Server:
         """Accept on already-bound listening sockets until SIGTERM/SIGINT, then stop accepting,
         let the commands in flight finish and send their replies, and close every connection."""
         import asyncio
+        from concurrent.futures import ThreadPoolExecutor
 
+        # made here, in the worker process (threads do not survive a fork)
+        self.pools = (ThreadPoolExecutor(READ_THREADS, thread_name_prefix="vpopmaild-read"),
+                      ThreadPoolExecutor(WRITE_THREADS, thread_name_prefix="vpopmaild-write"))
         servers = []
         extra = {"ssl_handshake_timeout": max(1.0, min(self.idle_timeout, 60.0))} if ssl_ctx else {}
         for sock in socks:
@@ -241,13 +266,15 @@ class Server:
         for s in servers:
             s.close()
         # A session waiting for its client is cancelled at once; one in the middle of a
-        # command (feed() never yields) or of sending its reply goes on to the end of it.
+        # command (run in a thread, never cancelled) or of sending its reply goes on to the end of it.
         for conn in list(self.conns):
             if conn.waiting:
                 conn.task.cancel()
         pending = [c.task for c in self.conns]
         if pending:
             await asyncio.wait(pending, timeout=10)
+        for pool in self.pools:
+            pool.shutdown(wait=False)
 
     # --- stdio (tcpserver, inetd, systemd Accept=yes) ----------------------------------
 

@@ -185,8 +185,11 @@ class Session:
 
     def __init__(self, store, peer: str = "-", audit: Callable[[str], None] | None = None,
                  login_failed: Callable[[], None] | None = None, log: Callable[[str], None] | None = None,
-                 qmail_programs: tuple[str, ...] | None = None):
+                 qmail_programs: tuple[str, ...] | None = None, writer=None):
         self.store = store
+        # add_user/mod_user/del_user go through `writer` (the Store's signatures): the listener's
+        # group commit (commit.py), or the store itself
+        self.writer = writer if writer is not None else store
         self.qmail_programs = frozenset(QMAIL_PROGRAMS if qmail_programs is None else qmail_programs)
         self.log = log or (lambda msg: None)
         self.peer = peer
@@ -230,6 +233,16 @@ class Session:
             self._open_file.close()
             self._open_file = None
         self.closed = True
+
+    def may_write(self, raw: bytes) -> bool:
+        """Whether feeding this line may change the store (and so wait for a lock): a command
+        of CHANGES after login, or a line of a multi-line command in progress."""
+        if self.reader is not None:
+            return True
+        if self.level == 0:
+            return False
+        head = raw.split(None, 1)
+        return bool(head) and head[0].decode("latin-1").lower() in CHANGES
 
     def feed(self, raw: bytes) -> bytes:
         """One input line (its CR/LF ending, if any, included)."""
@@ -642,7 +655,7 @@ class Session:
         if not domain:
             return err("0.305", "Invalid domain name")
         try:
-            self.store.add_user(domain, NewUser(user, password=password))
+            self.writer.add_user(domain, NewUser(user, password=password))
         except VcliError as exc:
             return lib(305, exc)
         return ok()
@@ -659,7 +672,7 @@ class Session:
         if not self._scope_ok(domain):
             return e(9, 404)
         try:
-            self.store.del_user(user, domain)
+            self.writer.del_user(user, domain)
         except VcliError as exc:
             return lib(405, exc, sep=",")
         return ok()
@@ -802,7 +815,7 @@ class Session:
 
     def _apply_mod(self, user: str, domain: str, target, ch) -> bytes:
         try:
-            self.store.mod_user(user, domain, ch)
+            self.writer.mod_user(user, domain, ch)
         except VcliError as exc:
             self.audit("mod_user", f"{user}@{domain}", "failed")
             return lib(507, exc)

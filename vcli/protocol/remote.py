@@ -260,38 +260,113 @@ class RemoteBackend(BackendCommon):
             raise VpopError(code=-20)
         return NewUser(user, new.password, new.hashed, gecos, new.quota, new.apop)
 
+    PIPELINE = 16  # connections a bulk add keeps busy: the real daemon answers one command at a time
+
     def add_users(self, domain: str, new_users, prepared: bool = False, exist_ok: bool = False, progress=None):
+        """add_user (+ mod_user for a hash, comment or quota, + user_info) per account.  Many are
+        sent over PIPELINE connections at once, so a daemon that commits the add_users waiting
+        for one domain together (vcli's) makes one vpasswd rewrite of several.  Every account is
+        validated before the first is sent; on an error no further one is sent, the error of the
+        earliest failed account is raised (accounts after it may have been added meanwhile)."""
         entry = self.real_entry(domain)
-        created = []
-        for i, new in enumerate(new_users, 1):
-            new = new if prepared else self.prepare_user(entry.real, new)
-            address = f"{new.user}@{entry.real}"
-            password = new.password
-            if new.hashed is not None:
-                password = secrets.token_urlsafe(18)  # replaced by the hash below
-            if password is None or password == "":
-                raise UsageError("a password is required over vpopmaild")
+        todo = [new if prepared else self.prepare_user(entry.real, new) for new in new_users]
+        conns = [self.conn]
+        if len(todo) >= 2 * self.PIPELINE and not self.plain_user:
+            conns += self._more_connections(self.PIPELINE - 1)
+        try:
+            results = self._add_over(conns, entry, todo, exist_ok, progress)
+        finally:
+            for conn in conns[1:]:
+                conn.close()
+        return [vu for vu in results if vu is not None]
+
+    def _more_connections(self, n: int) -> list[Connection]:
+        """Up to n more sessions logged in as this one (fewer if the daemon refuses some)."""
+        out = []
+        for _ in range(n):
+            c = Connection(self.conn.host, self.conn.port, timeout=self.conn.timeout, tls=self.conn.tls,
+                           ca_file=self.conn.ca_file)
             try:
-                self.conn.simple(f"add_user {address} {password}")
-            except VpopError as exc:
-                if exc.code == -2 and exist_ok:
-                    continue
-                if exc.code == -2:
-                    raise UserExists() from None
-                raise
-            opts = []
-            if new.hashed is not None:
-                opts.append(("encrypted_password", new.hashed))
-            if new.gecos and new.gecos != new.user:
-                opts.append(("comment", new.gecos))
-            if new.quota is not None:
-                opts.append(("quota", new.quota))
-            if opts:
-                self.conn.mod_user(address, opts)
-            created.append(self.get_user(new.user, entry.real))
-            if progress:
-                progress(i)
-        return created
+                c.connect()
+                c.login(self._login, self._password)
+            except (RemoteUnavailable, LoginFailed, VpopError):
+                c.close()
+                break
+            out.append(c)
+        return out
+
+    def _add_over(self, conns: list[Connection], entry: AssignEntry, todo: list, exist_ok: bool, progress) -> list:
+        if len(conns) == 1:
+            out = []
+            for i, new in enumerate(todo, 1):
+                out.append(self._add_one(self.conn, entry, new, exist_ok))
+                if progress:
+                    progress(i)
+            return out
+        import threading
+
+        results: list = [None] * len(todo)
+        failed: list[tuple[int, BaseException]] = []
+        state = {"next": 0, "done": 0}
+        lock = threading.Lock()
+
+        def work(conn: Connection) -> None:
+            while True:
+                with lock:
+                    if failed or state["next"] >= len(todo):
+                        return
+                    i = state["next"]
+                    state["next"] += 1
+                try:
+                    results[i] = self._add_one(conn, entry, todo[i], exist_ok)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+                    with lock:
+                        failed.append((i, exc))
+                    return
+                with lock:
+                    state["done"] += 1
+                    if progress:
+                        progress(state["done"])
+
+        threads = [threading.Thread(target=work, args=(c,), daemon=True) for c in conns[1:]]
+        for t in threads:
+            t.start()
+        work(conns[0])
+        for t in threads:
+            t.join()
+        if failed:
+            raise min(failed, key=lambda f: f[0])[1]
+        return results
+
+    def _add_one(self, conn: Connection, entry: AssignEntry, new, exist_ok: bool) -> VUser | None:
+        """One account over one connection: its record, or None when it exists and exist_ok."""
+        address = f"{new.user}@{entry.real}"
+        password = new.password
+        send_hash = new.hashed is not None and not password  # a clear password is hashed by the daemon
+        if send_hash:
+            password = secrets.token_urlsafe(18)  # replaced by the hash below
+        if password is None or password == "":
+            raise UsageError("a password is required over vpopmaild")
+        try:
+            conn.simple(f"add_user {address} {password}")
+        except VpopError as exc:
+            if exc.code == -2 and exist_ok:
+                return None
+            if exc.code == -2:
+                raise UserExists() from None
+            raise
+        opts = []
+        if send_hash:
+            opts.append(("encrypted_password", new.hashed))
+        if new.gecos and new.gecos != new.user:
+            opts.append(("comment", new.gecos))
+        if new.quota is not None:
+            opts.append(("quota", new.quota))
+        if opts:
+            conn.mod_user(address, opts)
+        if conn is self.conn:
+            return self.get_user(new.user, entry.real)
+        return _vuser(pairs(conn.multi(f"user_info {address}")))
 
     def mod_user(self, user: str, domain: str, ch, rebuild_cdb: bool = True, enforce_no_passwd_chng: bool = False):
         if ch.dir is not None:

@@ -243,6 +243,10 @@ def read_bytes(path: str) -> bytes | None:
 # How long to wait for a busy lock when the caller does not say (seconds).  vpopmail
 # retries 10 times 2 s apart before "File busy try again later!".
 DEFAULT_LOCK_WAIT = 20.0
+# A busy lock is polled (fcntl has no timed wait) at most this far apart: a writer that takes the
+# lock again and again (the daemon's group commit, a bulk tool) leaves it free only for a moment
+# between its commits, and a waiter polling once a quarter second would rarely see that moment.
+LOCK_POLL_MAX = 0.01
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -289,7 +293,7 @@ def _fcntl_locked(lock_path: str, wait: float, owner: Owner):
     try:
         owner.apply_fd(fd)
         deadline = time.monotonic() + wait
-        delay = 0.005
+        delay = 0.002
         while True:
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -300,7 +304,7 @@ def _fcntl_locked(lock_path: str, wait: float, owner: Owner):
                 if time.monotonic() >= deadline:
                     raise LockBusy() from None
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-                delay = min(delay * 2, 0.25)
+                delay = min(delay * 2, LOCK_POLL_MAX)
         try:
             yield
         finally:

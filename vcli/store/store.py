@@ -962,6 +962,8 @@ def _make_trees(jobs: list[tuple[str, bytes | None]], ids: tuple) -> tuple[list[
     owner = Owner(uid, gid) if active else Owner()
     made = []
     parent = os.getppid()
+    if active and jobs and _as_owner(uid, gid, os.path.dirname(jobs[0][0]), parent):
+        owner = Owner()  # created as the owner: no chown per file and directory
     for home, mds in jobs:
         if os.getppid() != parent:  # the command died (where PR_SET_PDEATHSIG is missing)
             return made, StoreIOError("interrupted")
@@ -973,23 +975,49 @@ def _make_trees(jobs: list[tuple[str, bytes | None]], ids: tuple) -> tuple[list[
     return made, None
 
 
+def _as_owner(uid: int, gid: int | None, where: str, parent: int) -> bool:
+    """A tree-building worker process (root) takes the domain owner's effective ids, so what it
+    creates is theirs without six chowns a user; True if it did.  False (still root, the caller
+    chowns) when it cannot, or when the owner could not reach `where` (a store below a directory
+    only root may enter)."""
+    import ctypes  # noqa: F401 - for _die_with_parent below: once the ids change, the interpreter's files may be out of reach
+
+    egid = os.getegid()
+    try:
+        if gid is not None:
+            os.setegid(gid)
+        os.seteuid(uid)
+    except OSError:
+        os.setegid(egid)
+        return False
+    if not os.access(where, os.W_OK | os.X_OK, effective_ids=True):
+        os.seteuid(0)
+        os.setegid(egid)
+        return False
+    _die_with_parent(parent)  # a change of credentials clears PR_SET_PDEATHSIG: set it again
+    return True
+
+
 def _make_tree(home: str, owner: Owner, maildirsize: bytes | None = None, lastauth: bool = True) -> None:
     """User dir + Maildir/{new,cur,tmp} + lastauth (+ maildirsize), built at intent.tmp_home(home);
     `lastauth=False`: no lastauth file (an SQL site keeps it in its table).
 
     The caller renames it into place once vpasswd names the user.
     """
-    if os.path.lexists(home) or is_dir(home):
-        raise UserDirExists()
     j = journal()
+    if os.path.lexists(home) or (j is not None and is_dir(home)):
+        raise UserDirExists()
     if j is not None:
         j.dirs.add(home)
         j.note("mailbox", home)
         return
     tmp = intent.tmp_home(home)
-    _rmtree(tmp, ignore_errors=True)
     try:
-        os.mkdir(tmp, 0o700)
+        try:  # a bulk add makes 100,000 of these: no lstat first, a leftover temp tree is the rare case
+            os.mkdir(tmp, 0o700)
+        except FileExistsError:
+            _rmtree(tmp, ignore_errors=True)
+            os.mkdir(tmp, 0o700)
         for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
             os.mkdir(os.path.join(tmp, sub), 0o700)
         made = ["", "Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"] + (["lastauth"] if lastauth else [])
