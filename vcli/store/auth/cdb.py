@@ -601,8 +601,9 @@ class CdbAuth:
                 staged.append((write_staged(vp + ".cdb", build_cdb(lines), 0o600, owner, "cdb.tmp"), vp + ".cdb"))
             for path, (fmode, data) in files.items():
                 staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
+            seen: dict | None = {} if batch else None
             for vu in maildirsize:
-                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir, durable=not batch))
+                staged.extend(self.disk._stage_maildirsize(vu, owner, ddir, durable=not batch, seen=seen))
             if vp_tmp is not None:
                 os.rename(vp_tmp, vp)  # the commit
                 fsync_dir(ddir)
@@ -619,13 +620,15 @@ class CdbAuth:
                 raise io_error(exc, vp) from None
             raise
         try:
+            renames = []
             for tmp, path in staged:
                 if tmp is None:
                     continue
                 if tmp == "":  # NOQUOTA: the file goes
                     discard(path)
                 else:
-                    os.rename(tmp, path)
+                    renames.append((tmp, path))
+            _rename_all(renames)
             if journal() is None:  # a dry run built no trees
                 _rename_trees(made)
                 parents = {os.path.dirname(h) for h in made}
@@ -771,22 +774,29 @@ RENAME_THREADS = 4  # renames of many new trees into place; rename(2) releases t
 
 
 def _rename_trees(homes: list[str]) -> None:
-    """Each new tree from its temp name to its home (after the commit).  Many at once are split
-    into contiguous runs (mostly different hashed dirs, so different directory locks) renamed
-    by a few threads."""
-    if len(homes) < 2000:
-        for home in homes:
-            os.rename(intent.tmp_home(home), home)
+    """Each new tree from its temp name to its home (after the commit)."""
+    _rename_all([(intent.tmp_home(home), home) for home in homes])
+
+
+def _rename_all(pairs: list[tuple[str, str]]) -> None:
+    """rename(src, dst) of each pair, in order when few.  Many at once (a bulk add's trees, a
+    domain-wide quota's maildirsize files) are split into contiguous runs -- mostly different
+    hashed dirs, so different directory locks -- renamed by a few threads; all are done (the
+    commit is past) before the first error is raised."""
+    if len(pairs) < 2000:
+        for src, dst in pairs:
+            os.rename(src, dst)
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    def run(part: list[str]) -> None:
-        for home in part:
-            os.rename(intent.tmp_home(home), home)
+    def run(part: list[tuple[str, str]]) -> None:
+        for src, dst in part:
+            os.rename(src, dst)
 
-    n = -(-len(homes) // RENAME_THREADS)
+    n = -(-len(pairs) // RENAME_THREADS)
     with ThreadPoolExecutor(RENAME_THREADS) as pool:
-        for f in [pool.submit(run, homes[i : i + n]) for i in range(0, len(homes), n)]:
+        futures = [pool.submit(run, pairs[i : i + n]) for i in range(0, len(pairs), n)]
+        for f in futures:
             f.result()
 
 
