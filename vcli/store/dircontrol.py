@@ -8,6 +8,8 @@ can take turns on the same domain.
 
 from __future__ import annotations
 
+import os
+
 from ..record import factory, record
 
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -124,3 +126,30 @@ def _atoi(text: str) -> int:
 
 def _ints(vals: list[int]) -> str:
     return " ".join(str(v) for v in vals)
+
+
+def place_new_users(ddir: str, todo: list, dc: DirControl, free: list[str], default_quota: str,
+                    uid_base: int, clear_passwords: bool) -> tuple[list, int]:
+    """The records of new users and their homes, as vpopmail places them: a hashed dir from the
+    free list first (vdeluser's leftovers), else the counter's next one.  `uid_base`: the pw_uid
+    of a plain account (cdb 1, SQL 0; APOP adds one).  Returns (records, free dirs used); `dc`
+    is advanced in place.  The same for every auth module, so one function."""
+    from ..errors import TooLong
+    from ..model import MAX_DIR, VUser
+
+    created, used_free = [], 0
+    for n in todo:
+        if used_free < len(free):
+            hash_dir = free[used_free]
+            used_free += 1
+            if dc.cur_users:
+                dc.cur_users += 1
+        else:
+            hash_dir = dc.next_dir()
+        home = os.path.join(os.path.join(ddir, hash_dir) if hash_dir else ddir, n.user)
+        if len(home) > MAX_DIR:
+            raise TooLong("dir too long (max=160)", -30)
+        q = default_quota if n.quota is None else n.quota
+        created.append(VUser(n.user, n.hashed or "", str(uid_base + bool(n.apop)), 0, n.gecos or n.user, home,
+                             q, n.password if clear_passwords else None))
+    return created, used_free

@@ -18,11 +18,11 @@ import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 
-from ...errors import CorruptStore, LockBusy, StoreIOError, TooLong, UserExists, UserNotFound
-from ...model import MAX_DIR, AssignEntry, NewUser, VUser
+from ...errors import CorruptStore, LockBusy, StoreIOError, UserExists, UserNotFound
+from ...model import AssignEntry, NewUser, VUser
 from .. import cdb, fsutil, intent
 from .. import store as _disk
-from ..dircontrol import DirControl
+from ..dircontrol import DirControl, place_new_users
 from ..fsutil import (
     Owner,
     atomic_write,
@@ -204,22 +204,8 @@ class CdbAuth:
             dc = DirControl.parse(read_bytes(dc_path))
             free_path = os.path.join(entry.dir, ".dir_control_free")
             free = _disk._read_free(free_path)
-            used_free = 0
-            for n in todo:
-                if used_free < len(free):
-                    hash_dir = free[used_free]
-                    used_free += 1
-                    if dc.cur_users:
-                        dc.cur_users += 1
-                else:
-                    hash_dir = dc.next_dir()
-                parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
-                home = os.path.join(parent, n.user)
-                if len(home) > MAX_DIR:
-                    raise TooLong("dir too long (max=160)", -30)
-                q = default_quota if n.quota is None else n.quota
-                created.append(VUser(n.user, n.hashed or "", "2" if n.apop else "1", 0, n.gecos or n.user, home,
-                                     q, n.password if self.s.clear_passwords else None))
+            placed, used_free = place_new_users(entry.dir, todo, dc, free, default_quota, 1, self.s.clear_passwords)
+            created.extend(placed)
             files = {dc_path: (0o600, dc.dump())}
             with ExitStack() as stack:
                 if used_free:

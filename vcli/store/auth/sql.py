@@ -51,10 +51,10 @@ from ...errors import (
     UserExists,
     UserNotFound,
 )
-from ...model import MAX_DIR, AssignEntry, NewUser, VUser
+from ...model import AssignEntry, NewUser, VUser
 from .. import fsutil, intent
 from .. import store as _disk
-from ..dircontrol import DirControl
+from ..dircontrol import DirControl, place_new_users
 from ..fsutil import Owner, discard, fsync_dir, journal
 
 # dir_control's 16 value columns, in vpopmail's order (sql.md §3.3)
@@ -763,22 +763,9 @@ class SqlAuth:
                 if free:  # taken after the row lock, as every writer of the domain does
                     locks.enter_context(fsutil.locked(free_path + ".lock", self.disk.lock_wait, owner))
                     free = _disk._read_free(free_path)
-                used_free = 0
-                for n in todo:
-                    if used_free < len(free):
-                        hash_dir = free[used_free]
-                        used_free += 1
-                        if dc.cur_users:
-                            dc.cur_users += 1
-                    else:
-                        hash_dir = dc.next_dir()
-                    parent = os.path.join(entry.dir, hash_dir) if hash_dir else entry.dir
-                    home = os.path.join(parent, n.user)
-                    if len(home) > MAX_DIR:
-                        raise TooLong("dir too long (max=160)", -30)
-                    q = default_quota if n.quota is None else n.quota
-                    created.append(VUser(n.user, n.hashed or "", "1" if n.apop else "0", 0, n.gecos or n.user, home,
-                                         q, n.password if self.s.clear_passwords else None))
+                placed, used_free = place_new_users(entry.dir, todo, dc, free, default_quota, 0,
+                                                    self.s.clear_passwords)
+                created.extend(placed)
                 rows = [self._user_values(entry, vu) for vu in created]
                 for v in rows:
                     self.check_values(table, v)
