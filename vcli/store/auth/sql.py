@@ -400,6 +400,13 @@ class SqlAuth:
         dom, params = self._dom(entry)
         sql = (f"SELECT {self._cols()} FROM {self.d.quote(self.user_table(entry))}"
                f"{' WHERE pw_domain = %s' if dom else ''} ORDER BY pw_name")
+        for row in self._stream(sql, params):
+            yield self._user(row)
+
+    def _stream(self, sql: str, params: tuple) -> Iterator[tuple]:
+        """The rows of a listing query, from a server-side cursor on the listing connection
+        (one of its own when another listing is still being read); a dropped connection is
+        opened again once; a missing table is no rows."""
         # a listing started while another is still being read gets a connection of its own
         own = self._streaming
         for attempt in (1, 2):
@@ -434,8 +441,7 @@ class SqlAuth:
                 if not rows:
                     done = True
                     break
-                for row in rows:
-                    yield self._user(row)
+                yield from rows
         finally:
             if own:
                 _close(conn)
@@ -743,13 +749,7 @@ class SqlAuth:
             with ExitStack() as locks, self._txn() as cur:
                 dc, _ = self._dc_read(cur, entry.real, True)
                 todo = []
-                names = [n.user for n in new_users]
-                existing: set[str] = set()
-                for i in range(0, len(names), BATCH):
-                    chunk = names[i:i + BATCH]
-                    cur.execute(f"SELECT pw_name FROM {qt} WHERE pw_name IN ({', '.join(['%s'] * len(chunk))}){dom}",
-                                (*chunk, *params))
-                    existing |= {str(_text(r[0])).lower() for r in cur.fetchall()}
+                existing = self._names_in(cur, entry, [n.user for n in new_users])
                 for n in new_users:
                     if n.user in existing:
                         if exist_ok:
@@ -980,33 +980,8 @@ class SqlAuth:
             return
         sql = (f"SELECT {self.d.lastauth_user}, timestamp, remote_ip FROM {self.d.quote('lastauth')} "
                "WHERE domain = %s")
-        conn = self._conn("getall")
-        try:
-            cur = self.d.stream_cursor(conn)
-            cur.execute(sql, (entry.real,))
-        except self.d.errors() as exc:
-            kind, _ = self.d.classify(exc)
-            self._drop("getall")
-            if kind == "no_table":
-                return
-            raise self._translate(exc, "getall") from None
-        done = False
-        try:
-            while True:
-                try:
-                    rows = cur.fetchmany(STREAM)
-                except self.d.errors() as exc:
-                    raise self._translate(exc, "getall") from None
-                if not rows:
-                    done = True
-                    break
-                for user, when, ip in rows:
-                    yield str(_text(user)), int(when or 0), _text(ip) or ""
-        finally:
-            if done:
-                self.d.end_stream(conn, cur)
-            else:
-                self._drop("getall")
+        for user, when, ip in self._stream(sql, (entry.real,)):
+            yield str(_text(user)), int(when or 0), _text(ip) or ""
 
     def lastauth_fits(self, user: str, ip: str) -> bool:
         """Whether a lastauth row can hold this user and IP (`user` is 32 wide where names may be
@@ -1062,15 +1037,19 @@ class SqlAuth:
     def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
         """The names the table has, BATCH names a query (a bulk import of a million users asked
         one SELECT a name: a third of its time)."""
+        return self._read("read", lambda cur: self._names_in(cur, entry, names)) or set()
+
+    def _names_in(self, cur, entry: AssignEntry, names: list[str]) -> set[str]:
+        """Which of `names` the domain's table holds, BATCH names a SELECT, on `cur` (add_users:
+        inside its transaction, after the row lock)."""
         dom, params = self._dom(entry)
         qt = self.d.quote(self.user_table(entry))
         found: set[str] = set()
         for i in range(0, len(names), BATCH):
             chunk = names[i:i + BATCH]
-            sql = f"SELECT pw_name FROM {qt} WHERE pw_name IN ({', '.join(['%s'] * len(chunk))}){dom}"
-            rows = self._read("read", lambda cur, sql=sql, chunk=chunk: (cur.execute(sql, (*chunk, *params)),
-                                                                         cur.fetchall())[1])
-            found |= {str(_text(r[0])).lower() for r in rows or ()}
+            cur.execute(f"SELECT pw_name FROM {qt} WHERE pw_name IN ({', '.join(['%s'] * len(chunk))}){dom}",
+                        (*chunk, *params))
+            found |= {str(_text(r[0])).lower() for r in cur.fetchall()}
         return found
 
     def stored_domains(self) -> list[str]:
