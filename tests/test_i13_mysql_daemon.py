@@ -68,3 +68,46 @@ def test_i13_04_daemon_serves_a_mysql_site(site, mariadb):
         c.close()
         err = d.stop()
     assert "Traceback" not in err
+
+
+def test_i13_04_concurrent_sessions_of_one_worker_each_get_their_answer(site):
+    """The listener runs commands in threads (issue 11 item 3): sessions of one worker reading and
+    writing at once on a MySQL site must not share a driver connection (MySQLdb connections are
+    not thread-safe: shared, replies cross or the client library aborts)."""
+    import threading
+
+    with Daemon(site.env, "--workers", "1") as d:
+        c = Client(d.port)
+        assert c.cmd("slogin sysadmin@admin.test SysPass1") == b"+OK \r\n"
+        for i in range(8):
+            assert c.cmd(f"add_user u{i}@example.test Pw-pass{i}x") == b"+OK \r\n"
+        c.close()
+        bad: list = []
+
+        def reader(i: int) -> None:
+            cl = Client(d.port)
+            try:
+                r = cl.cmd("slogin sysadmin@admin.test SysPass1")
+                if r != b"+OK \r\n":
+                    bad.append((i, "slogin", r[:120]))
+                    return
+                for k in range(40):
+                    reply = cl.cmd(f"user_info u{i}@example.test")
+                    if not reply.startswith(f"+OK+\r\nname u{i}\r\n".encode()):
+                        bad.append((i, k, reply[:120]))
+                        return
+                    if k % 10 == 0:
+                        r = cl.cmd(f"add_user n{i}x{k}@example.test Pw-new{k}x")
+                        if r != b"+OK \r\n":
+                            bad.append((i, k, r[:120]))
+                            return
+            finally:
+                cl.close()
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not bad, bad
+        assert site.db.query("SELECT COUNT(*) FROM vpopmail WHERE pw_domain = 'example.test'") == [(1 + 8 + 32,)]

@@ -38,6 +38,7 @@ MYSQL_REPLICATION line 1 also serves the single-record reads.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -90,6 +91,15 @@ def munch(domain: str) -> str:
     return domain.replace(".", "_").replace("-", "_")
 
 
+class _PerThread(threading.local):
+    """One thread's connections (role -> connection), their last use, and its listing state."""
+
+    def __init__(self):
+        self.conns: dict[str, object] = {}
+        self.used: dict[str, float] = {}
+        self.streaming = False
+
+
 class SqlAuth:
     """User records in vpopmail's tables.  `disk` is the Store; `dialect` says how to talk to the server."""
 
@@ -106,13 +116,30 @@ class SqlAuth:
 
             db = read_db_file(s.vpopmail_dir, dialect.name, disk.warn, path=getattr(s, "db_file", None))
         self.db = db
-        self._conns: dict[str, object] = {}
-        self._used: dict[str, float] = {}
+        self._t = _PerThread()
         self._ready: set[str] = set()  # tables known to exist (CREATE TABLE IF NOT EXISTS done)
         self._widths: dict[str, dict[str, int]] = {}
         self._pid = os.getpid()
         self._inherited: list = []
-        self._streaming = False  # the listing connection is in the middle of a result
+
+    # The connections are per thread: the daemon's listener runs commands in threads, and a
+    # driver connection (MySQLdb, psycopg) must not be used by two at once.
+    @property
+    def _conns(self) -> dict:
+        return self._t.conns
+
+    @property
+    def _used(self) -> dict:
+        return self._t.used
+
+    @property
+    def _streaming(self) -> bool:
+        """This thread's listing connection is in the middle of a result."""
+        return self._t.streaming
+
+    @_streaming.setter
+    def _streaming(self, value: bool) -> None:
+        self._t.streaming = value
 
     @property
     def s(self):
