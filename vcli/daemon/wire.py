@@ -823,29 +823,29 @@ class Session:
         return ok()
 
     def _user_target(self, args, minors: tuple[int, int, int, int, int]):
-        """Shared checks of get_lastauth-style commands: (user record, None) or (None, reply)."""
+        """Shared checks of get_lastauth-style commands: (user record, its domain, None) or
+        (None, None, reply)."""
         need_admin, need_addr, bad_addr, scope, missing = minors
         if not self.is_qa:
-            return None, e(9, need_admin)
+            return None, None, e(9, need_admin)
         if not args:
-            return None, e(6, need_addr)
+            return None, None, e(6, need_addr)
         parsed = self._parse(args[0])
         if parsed is None:
-            return None, e(10, bad_addr)
+            return None, None, e(10, bad_addr)
         user, domain = parsed
         if not self._scope_ok(domain):
-            return None, e(11, scope)
+            return None, None, e(11, scope)
         vu = self.store.find_user(user, domain) if self.store.find_domain(domain) else None
         if vu is None:
-            return None, e(12, missing)
-        vu._domain = domain  # the lastauth row of an SQL site is keyed by the domain too
-        return vu, None
+            return None, None, e(12, missing)
+        return vu, domain, None
 
     def c_get_lastauth(self, args, line):
-        vu, reply = self._user_target(args, (3701, 3702, 3703, 3704, 3705))
+        vu, domain, reply = self._user_target(args, (3701, 3702, 3703, 3704, 3705))
         if reply:
             return reply
-        auth = self.store.lastauth(vu, vu._domain)
+        auth = self.store.lastauth(vu, domain)  # an SQL site's lastauth row is keyed by the domain too
         if auth is None:
             return multi(["time 0", "ip (null)"])
         return multi([f"time {int(auth[0])}", f"ip {auth[1]}"])
