@@ -127,9 +127,11 @@ def _emit_rows(rows, fmt: Format, columns: list[str]) -> None:
     """Listings and info in the requested machine format.  `rows` may be a generator: JSON and CSV
     write one row at a time (the same bytes as json.dumps of the whole list); a table needs all."""
     if fmt is Format.json:
+        from .output import json_indented
+
         out, first = sys.stdout, True
         for r in rows:
-            out.write(("[\n" if first else ",\n") + "  " + json.dumps(r, indent=2).replace("\n", "\n  "))
+            out.write(("[\n  " if first else ",\n  ") + json_indented(r, "\n  "))
             first = False
         out.write("[]\n" if first else "\n]\n")
     elif fmt is Format.csv:

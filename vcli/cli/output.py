@@ -103,6 +103,53 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
     return out
 
 
+def json_indented(value, nl: str = "\n  ") -> str:
+    """json.dumps(value, indent=2) of a value already nested at the depth `nl` opens (its newline
+    and indent), byte for byte -- through the C string encoder: json.dumps with an indent runs
+    the pure-Python encoder, two thirds of a 100,000-user JSON listing's time.  (json is imported
+    here, not by the module: the classic lookup path does without it.)"""
+    import json
+    from json.encoder import encode_basestring_ascii as enc
+
+    def dump(v, nl: str) -> str:
+        if type(v) is dict and v and all(type(k) is str for k in v):  # a row: its members in one loop
+            inner = nl + "  "
+            sep_str = "," + inner + "  "
+            parts = []
+            for k, x in v.items():
+                t = type(x)
+                if t is str:
+                    x = enc(x)
+                elif x is None:
+                    x = "null"
+                elif t is int:
+                    x = int.__repr__(x)
+                elif t is list and x and all(type(y) is str for y in x):
+                    x = "[" + inner + "  " + sep_str.join(map(enc, x)) + inner + "]"
+                else:
+                    x = dump(x, inner)
+                parts.append(enc(k) + ": " + x)
+            return "{" + inner + ("," + inner).join(parts) + nl + "}"
+        if isinstance(v, str):
+            return enc(v)
+        if v is None or v is True or v is False:
+            return "null" if v is None else ("true" if v else "false")
+        if type(v) is int:
+            return int.__repr__(v)
+        inner = nl + "  "
+        if isinstance(v, dict) and all(type(k) is str for k in v):
+            if not v:
+                return "{}"
+            return "{" + inner + ("," + inner).join(enc(k) + ": " + dump(x, inner) for k, x in v.items()) + nl + "}"
+        if isinstance(v, list | tuple):
+            if not v:
+                return "[]"
+            return "[" + inner + ("," + inner).join(dump(x, inner) for x in v) + nl + "]"
+        return json.dumps(v, indent=2).replace("\n", nl)  # floats, odd keys: as json writes them
+
+    return dump(value, nl)
+
+
 def user_json(store, user, domain: str, with_usage: bool = True, mask: int | None = None,
               names=F.names_of) -> dict:
     """The documented JSON shape of a user (README "JSON output").  A listing passes the domain's

@@ -21,7 +21,7 @@ from ..model import AssignEntry
 from . import intent
 from .cdb import records
 from .dircontrol import DirControl
-from .fsutil import Owner, atomic_write, locked, read_bytes, resolves_within
+from .fsutil import Owner, RealPaths, atomic_write, locked, read_bytes
 from .qmail import users_cdb
 from .vpasswd import build_cdb, line_name, parse_line, split_lines
 
@@ -40,6 +40,8 @@ class Checker:
     def __init__(self, store):
         self.store = store
         self.problems: list[Problem] = []
+        self.paths = RealPaths()  # every home's real path, its hashed dir resolved once
+        self.root = os.geteuid() == 0  # owners are checked (and repaired) by root only
 
     def add(self, path: str, what: str, repair: Callable[[], str] | None = None) -> None:
         self.problems.append(Problem(path, what, repair))
@@ -178,10 +180,7 @@ class Checker:
 
             self.add(os.path.join(ddir, ".dir-control"),
                      f"counts {dc.cur_users} users, vpasswd has {len(users)} (vdominfo's user count is off)", recount)
-        homes = set()
-        for u in users:
-            homes.add(os.path.realpath(u.dir))
-            self._check_user(entry, u, owner)
+        homes = {self._check_user(entry, u, owner) for u in users}
         self._check_leftovers(ddir, homes)
 
     # --- one real domain of an SQL module ------------------------------------------------------
@@ -227,10 +226,10 @@ class Checker:
         for u in users.values():
             if not u.dir:
                 continue  # vchkpw makes the home at the first login (spec/sql.md §4.10)
-            homes.add(os.path.realpath(u.dir))
             if intent.tmp_home(u.dir.rstrip("/")) in handled and not os.path.lexists(u.dir):
+                homes.add(self.paths.real(u.dir))
                 continue
-            self._check_user(entry, u, owner, recreate=False)
+            homes.add(self._check_user(entry, u, owner, recreate=False))
         self._check_leftovers(ddir, homes, handled, f"the {auth.name} table")
 
     def check_stored_domains(self, entries: list[AssignEntry]) -> None:
@@ -242,41 +241,50 @@ class Checker:
                 self.add(f"{auth.name}:{name}", "records of a domain users/assign does not name "
                          "(left by vdeldomain of another tool?); left alone")
 
-    def _check_user(self, entry: AssignEntry, u, owner: Owner, recreate: bool = True) -> None:
+    def _check_user(self, entry: AssignEntry, u, owner: Owner, recreate: bool = True) -> str:
+        """One user's tree; returns the home's real path (the orphan search skips it).  Per user
+        an lstat of the home and of each Maildir dir and a read of maildirsize: the hashed dirs
+        are resolved once for the domain (issue 11: check within 1.5x of stat'ing every tree)."""
         base = entry.dir.rstrip("/") + "/"
-        if not resolves_within(u.dir, entry.dir):
-            if not u.dir.startswith(base):
-                # nothing is created or changed out there, not even by --repair
-                self.add(u.dir, f"home of {u.name} is outside the domain directory")
-                return
         try:
             st = os.lstat(u.dir)
         except FileNotFoundError:
+            st = None
+        real = self.paths.real(u.dir, is_link=st is not None and stat.S_ISLNK(st.st_mode))
+        top = self.paths.dir(entry.dir).rstrip("/")
+        if not real.startswith(top + "/"):
+            if not u.dir.startswith(base):
+                # nothing is created or changed out there, not even by --repair
+                self.add(u.dir, f"home of {u.name} is outside the domain directory")
+                return real
+        if st is None:
             self.add(u.dir, f"home of {u.name} missing" + ("" if recreate else _LEFT_ALONE),
                      (lambda: self._recreate(u, owner, whole=True)) if recreate else None)
-            return
+            return real
         if stat.S_ISLNK(st.st_mode):
             self.add(u.dir, f"home of {u.name} is a symlink")
-            return
-        self._owner_mode(u.dir, st, entry, 0o700)
-        for sub in ("Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"):
-            p = os.path.join(u.dir, sub)
+            return real
+        if st.st_mode & 0o077 or (self.root and (st.st_uid, st.st_gid) != (entry.uid, entry.gid)):
+            self._owner_mode(u.dir, st, entry, 0o700)
+        maildir = u.dir.rstrip("/") + "/Maildir"
+        for p in (maildir, maildir + "/new", maildir + "/cur", maildir + "/tmp"):
             try:
-                sst = os.lstat(p)
+                mode = os.lstat(p).st_mode
             except FileNotFoundError:
                 self.add(p, f"missing ({u.name})" + ("" if recreate else _LEFT_ALONE),
                          (lambda: self._recreate(u, owner, whole=False)) if recreate else None)
                 break
-            if not stat.S_ISDIR(sst.st_mode):
+            if not stat.S_ISDIR(mode):
                 self.add(p, "not a directory")
                 break
-        ms = os.path.join(u.dir, "Maildir", "maildirsize")
+        ms = maildir + "/maildirsize"
         content = read_bytes(ms)
         if content is not None:
             text = content.decode("latin-1").split("\n")
             body = [x for x in text[1:] if x.strip()]
             if not all(len(x.split()) == 2 and all(p.lstrip("-").isdigit() for p in x.split()) for x in body):
                 self.add(ms, "does not parse (quota line, then '<bytes> <count>' lines)")
+        return real
 
     def _recreate(self, u, owner: Owner, whole: bool) -> str:
         for sub in ([""] if whole else []) + ["Maildir", "Maildir/new", "Maildir/cur", "Maildir/tmp"]:
@@ -290,29 +298,45 @@ class Checker:
                          records: str = "vpasswd") -> None:
         """Temp files and half-made trees of interrupted commands; orphaned mailboxes.
         `handled`: temp trees already judged (SQL)."""
-        for root, dirs, files in os.walk(ddir):
-            rel = os.path.relpath(root, ddir)
-            depth = 0 if rel == "." else rel.count("/") + 1
-            for name in files:
-                if (name.startswith(("vpasswd.bak.", "cdb.tmp", ".dir-control.", ".vpasswd.tmp", ".vcli-intent."))
-                        or ".tmp." in name or name.endswith(".vcli-new")):
-                    p = os.path.join(root, name)
-                    self.add(p, "temporary file of an interrupted command", lambda p=p: _unlink(p))
-            keep = []
-            for name in dirs:
-                p = os.path.join(root, name)
-                if name.startswith(".vcli-new."):
-                    if p not in handled:
-                        self.add(p, "half-made user directory of an interrupted add", lambda p=p: _rmtree(p))
-                    continue
-                if os.path.realpath(p) in homes:
-                    continue  # a mailbox: don't descend
-                if depth < 3 and len(name) == 1:
-                    keep.append(name)  # a hash directory
-                    continue
-                if os.path.isdir(os.path.join(p, "Maildir")):
-                    self.add(p, f"mailbox not in {records} (orphaned; left alone)")
-            dirs[:] = keep
+        self._walk_leftovers(ddir, 0, homes, handled, records)
+
+    def _walk_leftovers(self, root: str, depth: int, homes: set[str], handled: set[str], records: str) -> None:
+        """The domain dir and its hash dirs, top down as os.walk goes, never into a mailbox; a
+        home is known from the directory entry (no stat, no realpath of each of 100,000)."""
+        try:
+            with os.scandir(root) as it:
+                entries = list(it)
+        except OSError:
+            return
+        dirs, files = [], []
+        for e in entries:
+            try:
+                (dirs if e.is_dir() else files).append(e)
+            except OSError:
+                files.append(e)
+        for e in files:
+            name = e.name
+            if (name.startswith(("vpasswd.bak.", "cdb.tmp", ".dir-control.", ".vpasswd.tmp", ".vcli-intent."))
+                    or ".tmp." in name or name.endswith(".vcli-new")):
+                p = e.path
+                self.add(p, "temporary file of an interrupted command", lambda p=p: _unlink(p))
+        keep = []
+        for e in dirs:
+            name, p = e.name, e.path
+            if name.startswith(".vcli-new."):
+                if p not in handled:
+                    self.add(p, "half-made user directory of an interrupted add", lambda p=p: _rmtree(p))
+                continue
+            if self.paths.real(p, is_link=e.is_symlink()) in homes:
+                continue  # a mailbox: don't descend
+            if depth < 3 and len(name) == 1:
+                keep.append(p)  # a hash directory
+                continue
+            if os.path.isdir(os.path.join(p, "Maildir")):
+                self.add(p, f"mailbox not in {records} (orphaned; left alone)")
+        for p in keep:
+            if not os.path.islink(p):  # os.walk does not follow a symlinked hash dir either
+                self._walk_leftovers(p, depth + 1, homes, handled, records)
 
     def check_unregistered(self, entries: list[AssignEntry]) -> None:
         """Domain directories under domains/ that users/assign does not name: debris of an

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from contextlib import contextmanager
@@ -74,6 +75,40 @@ def resolves_within(path: str, base: str, *, or_equal: bool = False) -> bool:
     hostile line could point anywhere."""
     real, top = os.path.realpath(path), os.path.realpath(base).rstrip("/")
     return real.startswith(top + "/") or (or_equal and real == top)
+
+
+class RealPaths:
+    """os.path.realpath for the many paths under a few directories (every home of a domain): each
+    directory resolved once and remembered, then the last component looked at (one lstat, or none
+    when the caller knows it) -- where realpath lstats every component of every path again.  The
+    same answers as realpath: a path it cannot take apart plainly ('.', '..', '//', a trailing '/')
+    or whose last component is a symlink goes to realpath itself."""
+
+    def __init__(self) -> None:
+        self._dirs: dict[str, str] = {}
+
+    def dir(self, path: str) -> str:
+        """realpath of a directory that many paths share (remembered: call it for few of them)."""
+        real = self._dirs.get(path)
+        if real is None:
+            real = self._dirs[path] = os.path.realpath(path)
+        return real
+
+    def real(self, path: str, is_link: bool | None = None) -> str:
+        """realpath(path); `is_link`: whether its last component is a symlink, when the caller has
+        lstat'ed it already (None: looked up here)."""
+        head, name = os.path.split(path)
+        if not head.startswith("/") or os.path.normpath(path) != path or name in ("", ".", ".."):
+            return os.path.realpath(path)
+        if is_link is None:
+            try:
+                is_link = stat.S_ISLNK(os.lstat(path).st_mode)
+            except OSError:
+                is_link = False  # missing: realpath keeps the name as it is
+        if is_link:
+            return os.path.realpath(path)
+        top = self.dir(head)
+        return top + name if top.endswith("/") else top + "/" + name
 
 
 def is_dir(path: str) -> bool:
