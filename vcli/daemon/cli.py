@@ -136,7 +136,9 @@ def _preload(tls: bool, auth_module: str = "cdb") -> None:
     import socket  # noqa: F401
     import subprocess  # noqa: F401
 
-    import crypt_r  # noqa: F401 - password checks and hashes
+    from ..store.passwords import crypt_function
+
+    crypt_function()  # password checks and hashes
 
     if tls:
         import ssl  # noqa: F401

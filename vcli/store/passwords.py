@@ -18,10 +18,19 @@ MAX_CLEAR = 128
 MAX_HASH = 128
 
 
-def _crypt(word: str, salt: str) -> str | None:
-    import crypt_r  # deferred: read-only commands never pay for it
+def crypt_function():
+    """crypt(word, salt) of the crypt_r package, imported when first needed (read-only commands
+    never pay for it) and from its C core: the package's Python wrapper tries every method at
+    import, five crypt(3) calls (~4 ms of a vadduser)."""
+    try:
+        from _crypt_r import crypt
+    except ImportError:  # a crypt_r laid out otherwise
+        from crypt_r import crypt
+    return crypt
 
-    return crypt_r.crypt(word, salt)
+
+def _crypt(word: str, salt: str) -> str | None:
+    return crypt_function()(word, salt)
 
 
 def hash_password(clear: str, scheme: str = "sha512") -> str:
