@@ -564,3 +564,27 @@ def test_i13_03_nested_listings_each_read_whole(my):
                 assert sum(1 for _ in store.list_users(D)) == 1501
         assert len(outer) == 1501
         assert sum(1 for _ in store.list_users(D)) == 1501
+
+
+def test_i13_03_lastauth_follows_a_domain_made_again(my):
+    """A long-lived Store (the daemon's) keeps the domain of the last lastauth lookup only while
+    users/cdb is unchanged: a name that was an alias domain and is now a real one of its own is
+    read from its own rows, not the old real domain's."""
+    from vcli.config import load_settings
+    from vcli.store.store import Store
+
+    my.ok("vadddomain", D, "Pm-pass1")
+    my.ok("vadduser", f"ann@{D}", "Ann-pass1")
+    my.ok("vaddaliasdomain", D, "al.test")
+    with patched_environ(my.env):
+        store = Store(load_settings())
+        user = store.auth.get_user(store.real_entry(D), "ann")
+        store.set_lastauth(user, D, "192.0.2.7")
+        assert store.lastauth(user, "al.test")[1] == "192.0.2.7"
+        my.ok("vdeldomain", "al.test")
+        my.ok("vadddomain", "al.test", "Pm-pass1")
+        my.ok("vadduser", "ann@al.test", "Ann-pass1")
+        other = store.auth.get_user(store.real_entry("al.test"), "ann")
+        store.set_lastauth(other, "al.test", "198.51.100.9")
+        assert store.lastauth(other, "al.test")[1] == "198.51.100.9"
+        assert store.lastauth(user, D)[1] == "192.0.2.7"

@@ -441,10 +441,17 @@ class Store(BackendCommon):
         domain = domain or getattr(user, "_domain", None)
         if not domain:
             return self.auth.lastauth(None, user)
-        cached = getattr(self, "_lastauth_entry", None)  # a listing asks once per user of one domain
-        if cached is None or cached[0] != domain:
-            cached = self._lastauth_entry = (domain, self.real_entry(domain))
-        return self.auth.lastauth(cached[1], user)
+        # a listing asks once per user of one domain: the entry is kept while users/cdb is the
+        # same file (a daemon lives on while domains are deleted and added again)
+        try:
+            st = os.stat(self.qmail.path("users", "cdb"))
+            stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = None
+        cached = getattr(self, "_lastauth_entry", None)
+        if cached is None or cached[:2] != (domain, stamp) or stamp is None:
+            cached = self._lastauth_entry = (domain, stamp, self.real_entry(domain))
+        return self.auth.lastauth(cached[2], user)
 
     def set_lastauth(self, user: VUser, domain: str, ip: str) -> None:
         """vchkpw's record of a good login (cdb: `<home>/lastauth` := the client IP, its mtime the
