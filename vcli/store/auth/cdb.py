@@ -454,8 +454,13 @@ class CdbAuth:
             atomic_write(path, dc.dump(), 0o600, owner, tmp_name=f".dir-control.{os.getpid()}")
 
     def existing_users(self, entry: AssignEntry, names: list[str]) -> set[str]:
-        """The names vpasswd.cdb has (one index lookup each, as find_user)."""
-        return {n for n in names if self._cdb_get(entry, n.encode("utf-8", "surrogateescape")) is not None}
+        """The names the domain has: one index lookup each (as find_user), or for a bulk import's
+        thousands one pass over vpasswd, which the index is built from (100,000 lookups: 2 s)."""
+        if len(names) < 1000:
+            return {n for n in names if self._cdb_get(entry, n.encode("utf-8", "surrogateescape")) is not None}
+        self._settle(entry)
+        wanted = {n.encode("utf-8", "surrogateescape"): n for n in names}
+        return {wanted[k] for k in map(line_name, self._vpasswd_lines(entry)) if k in wanted}
 
     def stored_domains(self) -> list[str]:
         """Domains the module holds records of outside users/assign: none for cdb (a domain's
