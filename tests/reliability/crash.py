@@ -72,12 +72,17 @@ def report():
         os.write(os.open(count_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), str(count).encode())
 import atexit
 atexit.register(report)
-from importlib.metadata import entry_points
+import runpy
 name = sys.argv[1]
 sys.argv = sys.argv[1:]
-(ep,) = [e for e in entry_points(group="console_scripts") if e.name == name]
+script = os.path.join(os.path.dirname(sys.executable), name)  # the installed command (bin/ script)
 try:
-    ep.load()()
+    if os.path.exists(script):
+        runpy.run_path(script, run_name="__main__")
+    else:
+        from importlib.metadata import entry_points
+        (ep,) = [e for e in entry_points(group="console_scripts") if e.name == name]
+        ep.load()()
 finally:
     report()
 """
