@@ -10,7 +10,6 @@ whole through temp file + rename under our own lock, so readers see the old file
 
 from __future__ import annotations
 
-import ipaddress
 import os
 
 from ..errors import DomainNotFound, IpMapNotFound, UsageError
@@ -23,6 +22,8 @@ TOKENS = " \t\n"
 def check_ip(ip: str) -> str:
     """An IPv4 or IPv6 address, kept as written (vpopmail compares the text, and the lookup
     text comes from tcpserver's TCPLOCALIP); anything else is refused."""
+    import ipaddress  # here: the lookup path imports this module, seldom this check
+
     try:
         ipaddress.ip_address(ip)
     except ValueError:
