@@ -119,9 +119,11 @@ def test_i13_03_bulk_import_failing_midway_leaves_nothing(my):
     assert my.db.query("SELECT cur_users, the_dir FROM dir_control WHERE domain = %s", (D,)) == [(1201, "B")]
 
 
-def test_i13_03_connection_lost_midway_leaves_nothing(my, mariadb):
-    """The connection killed while the trees are being built (before the INSERTs): one error
-    naming the server, the trees removed, nothing in the tables."""
+@pytest.mark.parametrize("n", [600, 1200], ids=["inserts-after-trees", "inserts-beside-trees"])
+def test_i13_03_connection_lost_midway_leaves_nothing(my, mariadb, n):
+    """The connection killed while the trees are being built (600: before the INSERTs; 1,200: an
+    import that sends its INSERTs while the trees are built): one error naming the server, the
+    trees removed, nothing in the tables."""
     from vcli.errors import DatabaseUnavailable
     from vcli.model import NewUser
 
@@ -139,7 +141,7 @@ def test_i13_03_connection_lost_midway_leaves_nothing(my, mariadb):
             admin.close()
             killed.append(n)
 
-    users = [NewUser(f"u{i:04d}", hashed="$1$salt$hash") for i in range(600)]
+    users = [NewUser(f"u{i:04d}", hashed="$1$salt$hash") for i in range(n)]
     with patched_environ(my.env), pytest.raises(DatabaseUnavailable, match=f"127.0.0.1:{my.db.port}"):
         store.add_users(D, users, progress=progress)
     assert killed and my.snapshot() == before and rows(my.db) == data

@@ -346,3 +346,28 @@ def _fcntl_locked(lock_path: str, wait: float, owner: Owner):
             fcntl.lockf(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+RENAME_THREADS = 4  # renames of many new trees into place; rename(2) releases the GIL
+
+
+def rename_all(pairs: list[tuple[str, str]]) -> None:
+    """rename(src, dst) of each pair, in order when few.  Many at once (a bulk add's trees, a
+    domain-wide quota's maildirsize files) are split into contiguous runs -- mostly different
+    hashed dirs, so different directory locks -- renamed by a few threads; all are done (the
+    commit is past) before the first error is raised."""
+    if len(pairs) < 2000:
+        for src, dst in pairs:
+            os.rename(src, dst)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(part: list[tuple[str, str]]) -> None:
+        for src, dst in part:
+            os.rename(src, dst)
+
+    n = -(-len(pairs) // RENAME_THREADS)
+    with ThreadPoolExecutor(RENAME_THREADS) as pool:
+        futures = [pool.submit(run, pairs[i : i + n]) for i in range(0, len(pairs), n)]
+        for f in futures:
+            f.result()

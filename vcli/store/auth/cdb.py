@@ -33,6 +33,7 @@ from ..fsutil import (
     journal,
     read_bytes,
     remove_file,
+    rename_all,
     resolves_within,
     write_staged,
 )
@@ -642,7 +643,7 @@ class CdbAuth:
                     discard(path)
                 else:
                     renames.append((tmp, path))
-            _rename_all(renames)
+            rename_all(renames)
             if journal() is None:  # a dry run built no trees
                 _rename_trees(made)
                 parents = {os.path.dirname(h) for h in made}
@@ -784,34 +785,9 @@ class CdbAuth:
 # A change that made trees in more hashed dirs than this flushes the filesystem once (syncfs)
 # instead of fsync'ing each directory: at 100,000 users that is ~2,000 fsyncs saved.
 SYNC_FS_OVER = 16
-RENAME_THREADS = 4  # renames of many new trees into place; rename(2) releases the GIL
-
-
 def _rename_trees(homes: list[str]) -> None:
     """Each new tree from its temp name to its home (after the commit)."""
-    _rename_all([(intent.tmp_home(home), home) for home in homes])
-
-
-def _rename_all(pairs: list[tuple[str, str]]) -> None:
-    """rename(src, dst) of each pair, in order when few.  Many at once (a bulk add's trees, a
-    domain-wide quota's maildirsize files) are split into contiguous runs -- mostly different
-    hashed dirs, so different directory locks -- renamed by a few threads; all are done (the
-    commit is past) before the first error is raised."""
-    if len(pairs) < 2000:
-        for src, dst in pairs:
-            os.rename(src, dst)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    def run(part: list[tuple[str, str]]) -> None:
-        for src, dst in part:
-            os.rename(src, dst)
-
-    n = -(-len(pairs) // RENAME_THREADS)
-    with ThreadPoolExecutor(RENAME_THREADS) as pool:
-        futures = [pool.submit(run, pairs[i : i + n]) for i in range(0, len(pairs), n)]
-        for f in futures:
-            f.result()
+    rename_all([(intent.tmp_home(home), home) for home in homes])
 
 
 def _stat(path: str):

@@ -91,6 +91,31 @@ def munch(domain: str) -> str:
     return domain.replace(".", "_").replace("-", "_")
 
 
+
+OVERLAP = 1000  # new users from which an add sends its INSERTs while the trees are being built
+
+
+def _overlapped(background: Callable[[], None], foreground: Callable[[], None]) -> None:
+    """background() in a thread while foreground() runs here; both finish before the first
+    error (foreground's first) is raised."""
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            background()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            failed.append(exc)
+
+    t = threading.Thread(target=run, name="vcli-sql-insert")
+    t.start()
+    try:
+        foreground()
+    finally:
+        t.join()
+    if failed:
+        raise failed[0]
+
 class _PerThread(threading.local):
     """One thread's connections (role -> connection), their last use, and its listing state."""
 
@@ -801,19 +826,29 @@ class SqlAuth:
                     auth_rows = [self._lastauth_values(entry, vu.name, "0.0.0.0", now) for vu in created]
                     for v in auth_rows:
                         self.check_values("lastauth", v)
-                self.disk._make_user_dirs(created, owner, made, progress, lastauth=False)
+                def insert_rows() -> None:
+                    cols = list(rows[0])
+                    for i in range(0, len(rows), BATCH):
+                        chunk = rows[i:i + BATCH]
+                        cur.execute(_insert(qt, cols, len(chunk)), tuple(x for v in chunk for x in v.values()))
+                    if auth_rows:
+                        acols = list(auth_rows[0])
+                        for i in range(0, len(auth_rows), BATCH):
+                            chunk = auth_rows[i:i + BATCH]
+                            cur.execute(self._lastauth_upsert(acols, len(chunk)),
+                                        tuple(x for v in chunk for x in v.values()))
+
+                if len(created) >= OVERLAP and journal() is None:
+                    # a bulk import: the rows go to the server while the workers build the trees
+                    # (the driver waits on the server without the GIL); still one transaction,
+                    # committed only once both are done
+                    _overlapped(insert_rows, lambda: self.disk._make_user_dirs(created, owner, made, progress,
+                                                                              lastauth=False))
+                else:
+                    self.disk._make_user_dirs(created, owner, made, progress, lastauth=False)
+                    insert_rows()
                 for parent in {os.path.dirname(h) for h in made}:
                     fsync_dir(parent)
-                cols = list(rows[0])
-                for i in range(0, len(rows), BATCH):
-                    chunk = rows[i:i + BATCH]
-                    cur.execute(_insert(qt, cols, len(chunk)), tuple(x for v in chunk for x in v.values()))
-                if auth_rows:
-                    acols = list(auth_rows[0])
-                    for i in range(0, len(auth_rows), BATCH):
-                        chunk = auth_rows[i:i + BATCH]
-                        cur.execute(self._lastauth_upsert(acols, len(chunk)),
-                                    tuple(x for v in chunk for x in v.values()))
                 self._dc_write(cur, entry.real, dc)
                 if used_free:
                     data = "".join(x + "\n" for x in free[used_free:]).encode()
@@ -825,8 +860,7 @@ class SqlAuth:
         # committed: the trees and the free list into place
         if journal() is None:
             try:
-                for home in made:
-                    os.rename(intent.tmp_home(home), home)
+                fsutil.rename_all([(intent.tmp_home(home), home) for home in made])
                 if free_tmp:
                     os.rename(free_tmp, free_path)
                 for parent in {os.path.dirname(h) for h in made}:
