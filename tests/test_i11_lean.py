@@ -1,6 +1,7 @@
 """Issue 11 item 4: the classic lookup commands start lean.
 
-`vuserinfo user@domain` and `vdominfo` must not import dataclasses, inspect, re, json, enum
+`vuserinfo user@domain` and `vdominfo` must not import dataclasses, inspect, re, json, enum,
+contextlib, functools, collections (~2.4 ms together: the lock helpers carry their own)
 (nor typing, which imports re): each costs start-up time on a command that does one lookup.
 The scan runs the real commands on a real store, so a new import anywhere on the path shows.
 """
@@ -21,7 +22,7 @@ import vcli
 from vcli.model import AssignEntry, DomainInfo, Limits, VUser, check_new_domain, check_user
 from vcli.record import fields, record
 
-BANNED = {"dataclasses", "inspect", "re", "json", "enum", "typing"}
+BANNED = {"dataclasses", "inspect", "re", "json", "enum", "typing", "contextlib", "functools", "collections"}
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(vcli.__file__)))
 
 # Runs a classic entry point in a bare interpreter (-S: no site, so nothing is imported before
@@ -164,3 +165,47 @@ def test_i11_04_name_rules_match_the_old_regular_expressions():
         old = (dom.isascii() and bool(re.match(r"[A-Za-z0-9.\-]+\Z", dom)) and ".." not in dom
                and not dom.startswith(("-", ".")) and all(label_re.match(x) for x in dom.split(".")))
         assert ok == old, dom
+
+
+def test_i11_04_fsutil_contextmanager_behaves_as_contextlibs():
+    """fsutil.contextmanager (the lookup path's, without contextlib) against contextlib's."""
+    import contextlib
+
+    from vcli.store import fsutil
+
+    def make(deco):
+        log = []
+
+        @deco
+        def cm(swallow=False):
+            log.append("enter")
+            try:
+                yield 42
+            except KeyError:
+                log.append("caught")
+                if not swallow:
+                    raise
+            finally:
+                log.append("exit")
+
+        return cm, log
+
+    for body in ("ok", "raise", "swallow", "other"):
+        seen = []
+        for deco in (contextlib.contextmanager, fsutil.contextmanager):
+            cm, log = make(deco)
+            outcome = None
+            try:
+                with cm(swallow=body == "swallow") as v:
+                    log.append(v)
+                    if body in ("raise", "swallow"):
+                        raise KeyError("k")
+                    if body == "other":
+                        raise ValueError("v")
+            except (KeyError, ValueError) as exc:
+                outcome = type(exc).__name__
+            seen.append((log, outcome))
+        assert seen[0] == seen[1], (body, seen)
+    with pytest.raises(RuntimeError, match="didn't yield"):
+        with fsutil.contextmanager(lambda: iter(()))():
+            pass

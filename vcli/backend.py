@@ -11,7 +11,11 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from _collections_abc import (  # collections.abc without the collections package (start-up)
+    Callable,
+    Iterable,
+    Iterator,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package (start-up)
 
 from ..errors import EXIT_SOFTWARE, StoreIOError, VcliError
 

@@ -5,7 +5,7 @@ virtualdomains and locals (spec/store.md §5).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from _collections_abc import Callable  # collections.abc without the collections package (start-up)
 
 from ..errors import StoreIOError
 from ..model import AssignEntry  # noqa: F401 - re-exported for old callers

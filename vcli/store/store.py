@@ -13,7 +13,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from _collections_abc import (  # collections.abc without the collections package (start-up)
+    Callable,
+    Iterable,
+    Iterator,
+)
 
 from .. import flags as F
 from .. import model

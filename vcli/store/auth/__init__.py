@@ -43,7 +43,11 @@ IP_ALIAS_DOMAINS (`ipmap_*`) -- the last three exist on SqlAuth only (sql.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from _collections_abc import (  # collections.abc without the collections package (start-up)
+    Callable,
+    Iterable,
+    Iterator,
+)
 
 from ...errors import AuthModuleUnavailable
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from _collections_abc import (  # collections.abc without the collections package (start-up)
+    Callable,
+    Iterable,
+    Iterator,
+)
 
 from ...errors import CorruptStore, LockBusy, StoreIOError, UserExists, UserNotFound
 from ...model import AssignEntry, NewUser, VUser
@@ -26,6 +29,7 @@ from ..dircontrol import DirControl, place_new_users
 from ..fsutil import (
     Owner,
     atomic_write,
+    contextmanager,
     discard,
     fsync_dir,
     holding,
@@ -231,6 +235,8 @@ class CdbAuth:
             placed, used_free = place_new_users(entry.dir, todo, dc, free, default_quota, 1, self.s.clear_passwords)
             created.extend(placed)
             files = {dc_path: (0o600, dc.dump())}
+            from contextlib import ExitStack  # writes only: the lookup path does without contextlib
+
             with ExitStack() as stack:
                 if used_free:
                     stack.enter_context(fsutil.locked(free_path + ".lock", self.lock_wait, owner))
@@ -303,6 +309,8 @@ class CdbAuth:
                 if parent.startswith(prefix) and parent[len(prefix):]:
                     freed += parent[len(prefix):].encode() + b"\n"
             files = {dc_path: (0o600, dc.dump())}
+            from contextlib import ExitStack  # writes only: the lookup path does without contextlib
+
             with ExitStack() as stack:
                 if freed:
                     free_path = os.path.join(entry.dir, ".dir_control_free")
