@@ -101,3 +101,27 @@ def test_i11_02_per_domain_work_done_once_and_usage_only_when_shown(env, monkeyp
         r = runner.invoke(app, ["vuserinfo", "-D", "small.test", "-o", fmt])
         assert r.exit_code == 0, r.output
         assert calls == {"limits": 1, "usage": usage_reads}, fmt
+
+
+def test_i11_02_usage_skips_the_folder_search_only_when_there_is_none(tmp_path):
+    """quota.usage takes a Maildir with a link count of 5 as folder-free only when its three
+    subdirectories are new, cur and tmp themselves: a symlinked `new` beside a real `.Sent` (also
+    5 links) still has .Sent counted."""
+    import os
+
+    from vcli.store import quota
+
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "cur" / "1.host,S=100:2,S").write_text("x")
+    assert quota.usage(str(md)) == (100, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "2.host,S=20").write_text("x")
+    os.rename(md / "new", tmp_path / "old-new")
+    os.symlink(elsewhere, md / "new")
+    (md / ".Sent" / "cur").mkdir(parents=True)
+    (md / ".Sent" / "cur" / "3.host,S=7:2,S").write_text("x")
+    assert os.stat(md).st_nlink in (5, 1)  # cur, tmp, .Sent (1: a file system without counts)
+    assert quota.usage(str(md)) == (127, 3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 from ..errors import TooLong
 from ..model import _atoi as _strtoll  # C strtoll's prefix rule, without re
@@ -71,15 +72,34 @@ def _message_size(folder: str, name: str) -> int:
         return 0
 
 
+class _NoFolders(Exception):
+    pass
+
+
+def _is_real_dir(path: str) -> bool:
+    """A directory, not a symlink to one (only those count in the parent's links)."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def usage(maildir: str) -> tuple[int, int]:
     """(bytes, messages) in a Maildir: new/ and cur/ of it and its folders, .Trash and T-flagged excluded."""
     folders = [maildir]
     try:
+        # a Maildir whose only subdirectories are new, cur and tmp (a link count of 5: ext4,
+        # xfs; a file system that keeps no count says 1 or 2) has no folders to look for: two
+        # stats instead of reading the directory, for each of a listing's 100,000 users
+        if os.stat(maildir).st_nlink == 5 and all(_is_real_dir(maildir + sub) for sub in ("/tmp", "/new", "/cur")):
+            raise _NoFolders
         with os.scandir(maildir) as it:
             for entry in it:
                 if entry.name.startswith(".") and entry.name not in (".", "..", ".Trash"):
                     if entry.is_dir(follow_symlinks=False):
                         folders.append(entry.path)
+    except _NoFolders:
+        pass
     except OSError:
         return 0, 0
     size = count = 0
