@@ -181,3 +181,39 @@ def test_unregistered_domain_directory_is_reported(st):
         pass
     assert problems(st) == [f"{ghost}: domain directory not in users/assign "
                             "(left by an interrupted vadddomain/vdeldomain?); left alone"]
+
+
+@pytest.mark.parametrize("damage", ["stale", "missing", "corrupt"])
+def test_cdb_compared_in_a_child_gives_the_same_problems_in_the_same_place(st, monkeypatch, damage):
+    """A big domain's cdb comparison runs in a forked child beside the tree checks (check.BESIDE):
+    the same problems, listed in the same order, as when it runs inline; and the repair works."""
+    from cli_helpers import patched_environ
+
+    from vcli.config import load_settings
+    from vcli.store import check as C
+    from vcli.store.store import Store
+
+    vp = dom(st, "vpasswd")
+    if damage == "stale":
+        data = open(vp, "rb").read().replace(b":bob:", b":Robert:")
+        with open(vp, "wb") as f:
+            f.write(data)
+    elif damage == "missing":
+        os.unlink(vp + ".cdb")
+    else:
+        with open(vp + ".cdb", "r+b") as f:
+            f.truncate(100)
+    shutil.rmtree(dom(st, "alice", "Maildir", "new"))  # a problem listed after the cdb's
+    seen = []
+    for beside in (10**9, 1):
+        monkeypatch.setattr(C, "BESIDE", beside)
+        with patched_environ(st.env):
+            seen.append([f"{p.path}: {p.what}" for p in C.check(Store(load_settings()))])
+    assert seen[0] == seen[1] and len(seen[0]) == 2, seen
+    assert seen[0][0].startswith(f"{vp}.cdb: ")
+    monkeypatch.setattr(C, "BESIDE", 1)
+    with patched_environ(st.env):
+        for p in C.check(Store(load_settings())):
+            if p.repair:
+                p.repair()
+        assert C.check(Store(load_settings())) == []
