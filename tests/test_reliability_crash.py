@@ -9,7 +9,8 @@ from reliability import crash
 
 
 def test_sigkill_anywhere_leaves_old_or_new_state_and_a_clean_check():
-    figs = crash.run(step_trials={"add": 10, "delete": 10, "modify": 6, "password": 6},
+    figs = crash.run(step_trials={"add": 10, "delete": 10, "modify": 6, "password": 6, "domainquota": 8,
+                                  "domainmod": 4},
                      time_trials={"bulk": 4, "delete": 2}, fault_trials={}, bulk=600, users=60, seed=7)
     crash.print_figures(figs)
     assert figs["failures"] == [], figs["failures"][:3]
@@ -18,7 +19,7 @@ def test_sigkill_anywhere_leaves_old_or_new_state_and_a_clean_check():
     # and both outcomes occurred
     assert figs["pending_intent"] >= 10
     assert figs["old"] >= 5 and figs["new"] >= 5
-    for name in ("add", "delete", "modify", "password", "bulk"):
+    for name in ("add", "delete", "modify", "password", "bulk", "domainquota", "domainmod"):
         assert figs["per_scenario"][name]["killed"] >= 1, name
 
 

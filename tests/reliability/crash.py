@@ -123,6 +123,9 @@ def _base_store(root: str, users: int, bulk: int) -> tuple[dict, list[Scenario]]
         Scenario("bulk", ["vcli", "--quiet", "vadduser", "--from-file", feed]),
         Scenario("adddomain", ["vadddomain", "new.test", "Pm-pass2"], {"postmaster": "Pm-pass2"}),
         Scenario("quota", ["vsetuserquota", f"u0006@{DOMAIN}", "30M"]),
+        # domain-wide: one intent naming a few of the changed lines, every maildirsize rewritten
+        Scenario("domainquota", ["vsetuserquota", DOMAIN, "40M"]),
+        Scenario("domainmod", ["vmoduser", "-p", DOMAIN]),
         Scenario("alias", ["valias", "-i", "someone@elsewhere.test", f"info@{DOMAIN}"]),
     ]
     return env, scenarios

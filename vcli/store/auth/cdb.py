@@ -254,7 +254,10 @@ class CdbAuth:
                      | Callable[[VUser], VUser], mode: int, rebuild_index: bool = True,
                      maildirsize: bool = False) -> list[VUser]:
         """One lock, one vpasswd rewrite, one cdb rebuild and one intent for a domain-wide
-        change; each name's first line is changed, as modify_user of each in turn would."""
+        change; each name's first line is changed, as modify_user of each in turn would.  The
+        intent names a few of the lines that differ (PROOF_LINES): vpasswd is replaced whole by
+        one rename, so any one of them there proves the change committed -- recording all of
+        a 100,000-user domain's wrote 15 MB of JSON (and fsync'ed it) before every such change."""
         with self._domain_lock(entry):
             lines = self._read_lines(entry)
             seen: set[bytes] = set()
@@ -273,7 +276,8 @@ class CdbAuth:
                         continue
                 new = change(parse_line(line))
                 lines[i] = new.to_line(self.s.clear_passwords)
-                changed[new.name] = lines[i]
+                if lines[i] != line and len(changed) < PROOF_LINES:
+                    changed[new.name] = lines[i]
                 new_users.append(new)
             if new_users:
                 self._commit(entry, "vmoduser", lines, mode, rebuild_cdb=rebuild_index,
@@ -793,6 +797,9 @@ class CdbAuth:
 # A change that made trees in more hashed dirs than this flushes the filesystem once (syncfs)
 # instead of fsync'ing each directory: at 100,000 users that is ~2,000 fsyncs saved.
 SYNC_FS_OVER = 16
+PROOF_LINES = 8  # changed vpasswd lines a domain-wide change's intent records
+
+
 def _rename_trees(homes: list[str]) -> None:
     """Each new tree from its temp name to its home (after the commit)."""
     rename_all([(intent.tmp_home(home), home) for home in homes])
