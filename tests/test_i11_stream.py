@@ -125,3 +125,39 @@ def test_i11_02_usage_skips_the_folder_search_only_when_there_is_none(tmp_path):
     (md / ".Sent" / "cur" / "3.host,S=7:2,S").write_text("x")
     assert os.stat(md).st_nlink in (5, 1)  # cur, tmp, .Sent (1: a file system without counts)
     assert quota.usage(str(md)) == (127, 3)
+
+
+@pytest.mark.parametrize("skip", [None, "carol"], ids=["in-step", "out-of-step"])
+def test_i11_02_listing_reads_beside_a_child_give_the_same_answers(st, monkeypatch, skip):
+    """listing.usage_and_lastauth with its forked child (every other user's Maildir and
+    lastauth read there) gives what reading each here gives: usage with mail and NOQUOTA,
+    lastauth missing, created and with odd bytes; and a child out of step (the listing it was
+    given skips a user the child's own listing has) is noticed and the rest read here."""
+    import os
+
+    from cli_helpers import patched_environ
+
+    from vcli.cli import listing
+    from vcli.config import load_settings
+    from vcli.store.store import Store
+
+    for i, name in enumerate(("alice", "bob", "carol", "dave", "erin", "frank", "grace")):
+        st.call_ok("vadduser", *(["-q", "NOQUOTA"] if i == 3 else ["-q", "5M"]), f"{name}@example.test", "Pass-word1")
+    with patched_environ(st.env):
+        store = Store(load_settings())
+        users = list(store.list_users("example.test"))
+        by = {u.name: u for u in users}
+        with open(os.path.join(by["bob"].dir, "Maildir", "new", "1.host,S=1234"), "w") as f:
+            f.write("x")
+        with open(os.path.join(by["erin"].dir, "lastauth"), "wb") as f:
+            f.write(b"198.51.100.7\tw\xe9ird")
+        os.unlink(os.path.join(by["frank"].dir, "lastauth"))
+        pairs = [(u, u.name.upper()) for u in users if u.name != skip]
+        serial = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs), 0)]
+        monkeypatch.setattr(listing, "BESIDE_FROM", 1)
+        forked = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs), 10)]
+    assert forked == serial
+    got = {name: (us, a) for name, _, us, a in forked}
+    assert got["bob"][0].bytes == 1234 and got["bob"][0].messages == 1
+    assert got["dave"][0].percent is None and got["frank"][1] is None
+    assert got["erin"][1][1] == "198.51.100.7\twéird"

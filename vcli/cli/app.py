@@ -349,8 +349,18 @@ def vuserinfo(
                 return list(memo[bits])
 
             def stream():  # one user at a time (issue 11 item 2): never the whole domain in memory
-                for i, (u, mask) in enumerate(A.with_mask(store, users, real), 1):
-                    yield user_json(store, u, real, with_usage, mask=mask, names=names)
+                if not with_usage:
+                    for i, (u, mask) in enumerate(A.with_mask(store, users, real), 1):
+                        yield user_json(store, u, real, False, mask=mask, names=names)
+                        bar(i)
+                    bar.done()
+                    return
+                from .listing import usage_and_lastauth
+
+                size = store.user_counter(store.real_entry(real)) if hasattr(store, "auth") else 0
+                read = usage_and_lastauth(store, real, A.with_mask(store, users, real), size)
+                for i, (u, mask, usage, auth) in enumerate(read, 1):
+                    yield user_json(store, u, real, True, mask=mask, names=names, usage=usage, auth=auth)
                     bar(i)
                 bar.done()
 

@@ -150,12 +150,17 @@ def json_indented(value, nl: str = "\n  ") -> str:
     return dump(value, nl)
 
 
+_READ = object()
+
+
 def user_json(store, user, domain: str, with_usage: bool = True, mask: int | None = None,
-              names=F.names_of) -> dict:
+              names=F.names_of, usage=None, auth=_READ) -> dict:
     """The documented JSON shape of a user (README "JSON output").  A listing passes the domain's
-    limit bits once (`mask`) and a memoized `names`; usage reads maildirsize only if asked."""
+    limit bits once (`mask`) and a memoized `names`; usage reads maildirsize only if asked.
+    `usage`, `auth`: the user's usage and lastauth when the caller has read them (listing.py)."""
     eff = store.effective_flags(user, domain, mask)
-    auth = store.lastauth(user, domain)
+    if auth is _READ:
+        auth = store.lastauth(user, domain)
     d = {
         "address": f"{user.name}@{domain}",
         "name": user.name,
@@ -175,7 +180,7 @@ def user_json(store, user, domain: str, with_usage: bool = True, mask: int | Non
         "last_auth_ip": None,
     }
     if with_usage:
-        u = store.user_usage(user)
+        u = usage if usage is not None else store.user_usage(user)
         d["usage"] = {"bytes": u.bytes, "messages": u.messages, "percent": u.percent}
     if auth:
         iso = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(auth[0]))
