@@ -23,4 +23,8 @@ def test_daemon_under_load_slowloris_and_a_login_flood():
     # new clients got in throughout the flood, and the others' latency stayed near its normal
     assert figs["newcomer_refused"] == [] and figs["newcomer_logins"] > 0
     assert figs["login_after_flood"] == "+OK"
-    assert figs["latency_during_p99_ms"] <= 3 * figs["latency_before_p99_ms"] + 250, figs
+    # starvation shows in the median (the attacker's own answers take seconds); the p99 of a
+    # 3-second sample is its ~10 slowest operations, which one disk stall of a shared VM can
+    # fill (601 ms once in CI against 98 ms before, with the median 50 ms): a wider margin there
+    assert figs["latency_during_p50_ms"] <= 3 * figs["latency_before_p50_ms"] + 100, figs
+    assert figs["latency_during_p99_ms"] <= 3 * figs["latency_before_p99_ms"] + 750, figs
