@@ -331,7 +331,7 @@ def vuserinfo(
                 raise UsageError(f"unknown selector letters: {''.join(sorted(bad))}")
             _lines(A.user_info_lines(store, address, domain, "" if "a" in fields else fields))
             return
-        from .output import user_json
+        from .output import READ, user_json
 
         if domain:
             from .progress import Progress
@@ -349,18 +349,16 @@ def vuserinfo(
                 return list(memo[bits])
 
             def stream():  # one user at a time (issue 11 item 2): never the whole domain in memory
-                if not with_usage:
-                    for i, (u, mask) in enumerate(A.with_mask(store, users, real), 1):
-                        yield user_json(store, u, real, False, mask=mask, names=names)
-                        bar(i)
-                    bar.done()
-                    return
-                from .listing import usage_and_lastauth
+                pairs = A.with_mask(store, users, real)
+                if with_usage:  # the Maildir and lastauth reads, on two cores for a big cdb domain
+                    from .listing import usage_and_lastauth
 
-                size = store.user_counter(store.real_entry(real)) if hasattr(store, "auth") else 0
-                read = usage_and_lastauth(store, real, A.with_mask(store, users, real), size)
+                    size = store.user_counter(store.real_entry(real)) if hasattr(store, "auth") else 0
+                    read = usage_and_lastauth(store, real, pairs, size)
+                else:
+                    read = ((u, mask, None, READ) for u, mask in pairs)
                 for i, (u, mask, usage, auth) in enumerate(read, 1):
-                    yield user_json(store, u, real, True, mask=mask, names=names, usage=usage, auth=auth)
+                    yield user_json(store, u, real, with_usage, mask=mask, names=names, usage=usage, auth=auth)
                     bar(i)
                 bar.done()
 

@@ -136,30 +136,27 @@ def json_indented(value, nl: str = "\n  ") -> str:
             return "null" if v is None else ("true" if v else "false")
         if type(v) is int:
             return int.__repr__(v)
-        inner = nl + "  "
-        if isinstance(v, dict) and all(type(k) is str for k in v):
-            if not v:
-                return "{}"
-            return "{" + inner + ("," + inner).join(enc(k) + ": " + dump(x, inner) for k, x in v.items()) + nl + "}"
         if isinstance(v, list | tuple):
             if not v:
                 return "[]"
+            inner = nl + "  "
             return "[" + inner + ("," + inner).join(dump(x, inner) for x in v) + nl + "]"
-        return json.dumps(v, indent=2).replace("\n", nl)  # floats, odd keys: as json writes them
+        # {}, floats, dict subclasses and odd keys: as json writes them
+        return json.dumps(v, indent=2).replace("\n", nl)
 
     return dump(value, nl)
 
 
-_READ = object()
+READ = object()  # user_json's `auth` default: read lastauth itself
 
 
 def user_json(store, user, domain: str, with_usage: bool = True, mask: int | None = None,
-              names=F.names_of, usage=None, auth=_READ) -> dict:
+              names=F.names_of, usage=None, auth=READ) -> dict:
     """The documented JSON shape of a user (README "JSON output").  A listing passes the domain's
     limit bits once (`mask`) and a memoized `names`; usage reads maildirsize only if asked.
     `usage`, `auth`: the user's usage and lastauth when the caller has read them (listing.py)."""
     eff = store.effective_flags(user, domain, mask)
-    if auth is _READ:
+    if auth is READ:
         auth = store.lastauth(user, domain)
     d = {
         "address": f"{user.name}@{domain}",
