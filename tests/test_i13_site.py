@@ -48,6 +48,38 @@ def test_i13_02_parse_config_h_defines_only():
     assert m == {"USE_CDB": "1", "QMAILDIR": "/var/qmail", "VALIAS": ""}
 
 
+def test_i13_02b_define_lines_read_by_hand_as_the_pattern_reads_them():
+    """vcli/site.py reads #define lines without `re` (start-up); over lines built from the tokens
+    that matter (blanks, '#', 'define', names, values, comments, quotes, other text) it gives the
+    pattern's answer for every one."""
+    import itertools
+    import random
+    import re
+
+    from vcli.site import define_line
+
+    pattern = re.compile(rb"^[ \t]*#[ \t]*define[ \t]+([A-Za-z_][A-Za-z0-9_]*)(?:[ \t]+(.*?))?[ \t]*(?:/\*.*)?$")
+
+    def by_pattern(line: bytes):
+        m = pattern.match(line)
+        if not m:
+            return None
+        value = (m.group(2) or b"").strip().decode("latin-1")
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = value[1:-1]
+        return m.group(1).decode("ascii"), value
+
+    tokens = [b"", b" ", b"\t", b"  ", b"#", b"define", b"defined", b"undef", b"USE_CDB", b"_X9", b"9AB", b"A(x)",
+              b"1", b'"/var/qmail"', b'"', b"/*", b"*/", b" /* c */", b"/", b"*", b"x y", b"\x0b", b"\xe9", b"\x00"]
+    rng = random.Random(13)
+    lines = [b"".join(p) for p in itertools.product([b"", b" ", b"#"], [b"define", b"# define"], [b" ", b"\t", b""],
+                                                    [b"NAME", b"N1", b"1N", b""], [b"", b" 1", b"/*c*/", b" 1 /* c */"])]
+    lines += [b"".join(rng.choice(tokens) for _ in range(rng.randint(1, 9))) for _ in range(20000)]
+    lines += [b"#define " + b"".join(rng.choice(tokens) for _ in range(rng.randint(0, 6))) for _ in range(20000)]
+    for line in lines:
+        assert define_line(line) == by_pattern(line), line
+
+
 @pytest.mark.parametrize("defines, undef, want", [
     (CDB_DEFAULT, CDB_UNDEF, {"auth_module": "cdb", "clear_passwords": False, "hash": "sha512",
                               "many_domains": True, "auth_logging": True, "sql_aliasdomains": False}),
