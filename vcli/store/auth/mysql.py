@@ -1,9 +1,10 @@
 """The MySQL / MariaDB auth module: vmysql.c's tables through mysqlclient (`MySQLdb`).
 
 mysqlclient wraps MariaDB Connector/C / libmysqlclient, the library the C tools link: the same
-connection behaviour, and an import of ~8 ms against PyMySQL's ~55 ms on the lookup path (whose
-start-up budget is twice `python -c pass`).  It is imported here only, so a cdb site never
-loads it.  Everything not specific to the server is vcli/store/auth/sql.py.
+connection behaviour, and an import of ~5 ms against PyMySQL's ~55 ms on the lookup path (whose
+start-up budget is twice `python -c pass`): the module talks to its C layer through
+mysqlconn.py, not through MySQLdb's Python classes.  It is imported here only, so a cdb site
+never loads it.  Everything not specific to the server is vcli/store/auth/sql.py.
 
 The session is utf8mb4 (as Connector/C connects, sql.md §10 item 2) with
 `sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'`: whatever the server's default, a value
@@ -128,31 +129,28 @@ class MysqlDialect:
         """A session as vmysql.c opens one (2 s connect timeout), utf8mb4, strict, autocommit on
         (a change is an explicit transaction).  The update connection creates the database when
         it can log in but not select it (sql.md §2.4)."""
-        import MySQLdb
+        from MySQLdb import OperationalError
 
-        kw = {"user": server.user, "password": server.password, "charset": "utf8mb4",
-              "connect_timeout": 2, "autocommit": True}
+        from .mysqlconn import Connection
+
+        kw = {"user": server.user, "password": server.password, "charset": "utf8mb4", "connect_timeout": 2,
+              "init_command": f"SET SESSION sql_mode = '{SQL_MODE}'"}
         if server.socket:
             kw.update(host="localhost", unix_socket=server.socket)
         else:
             kw["host"] = server.host
             if server.port:
                 kw["port"] = server.port
-        if not create_db:
-            kw["database"] = server.database
-        conn = MySQLdb.connect(**kw)
         try:
-            if create_db:
-                try:
-                    conn.select_db(server.database)
-                except MySQLdb.OperationalError as exc:
-                    if exc.args[0] != 1049:
-                        raise
-                    with conn.cursor() as cur:
-                        cur.execute(f"CREATE DATABASE {self.quote(server.database)}")
-                    conn.select_db(server.database)
+            return Connection(database=server.database, **kw)
+        except OperationalError as exc:
+            if not (create_db and exc.args[0] == 1049):
+                raise
+        conn = Connection(**kw)  # logged in, no database yet: make it
+        try:
             with conn.cursor() as cur:
-                cur.execute(f"SET SESSION sql_mode = '{SQL_MODE}'")
+                cur.execute(f"CREATE DATABASE {self.quote(server.database)}")
+            conn.select_db(server.database)
         except BaseException:
             conn.close()
             raise
@@ -169,9 +167,7 @@ class MysqlDialect:
     @staticmethod
     def stream_cursor(conn):
         """A server-side (unbuffered) cursor: rows arrive as they are fetched."""
-        import MySQLdb.cursors
-
-        return conn.cursor(MySQLdb.cursors.SSCursor)
+        return conn.cursor(stream=True)
 
     @staticmethod
     def end_stream(conn, cur) -> None:
@@ -192,13 +188,9 @@ class MysqlDialect:
 def preload_driver() -> None:
     """The daemon imports the driver before it drops its privileges (the venv may be unreadable
     afterwards): everything a connection, a cursor and a streamed listing load on first use."""
-    import MySQLdb
-    import MySQLdb.connections  # noqa: F401
-    import MySQLdb.converters  # noqa: F401
-    import MySQLdb.cursors  # noqa: F401
+    from . import mysqlconn  # noqa: F401 - the C layer and the constants it converts by
 
     MysqlDialect().errors()
-    del MySQLdb
 
 
 class MysqlAuth(SqlAuth):

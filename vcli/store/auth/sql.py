@@ -38,10 +38,8 @@ MYSQL_REPLICATION line 1 also serves the single-record reads.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from _thread import _local
 
 from ...errors import (
     BadCharacter,
@@ -56,7 +54,11 @@ from ...model import AssignEntry, NewUser, VUser
 from .. import fsutil, intent
 from .. import store as _disk
 from ..dircontrol import DirControl, place_new_users
-from ..fsutil import Owner, discard, fsync_dir, journal
+from ..fsutil import Owner, contextmanager, discard, fsync_dir, journal
+
+TYPE_CHECKING = False  # typing, threading, contextlib and collections stay off the lookup path
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
 
 # dir_control's 16 value columns, in vpopmail's order (sql.md §3.3)
 DC_COLS = ("cur_users", "level_cur", "level_max", "level_start0", "level_start1", "level_start2",
@@ -107,6 +109,8 @@ def _overlapped(background: Callable[[], None], foreground: Callable[[], None]) 
         except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
             failed.append(exc)
 
+    import threading  # only a big add runs two threads (the lookup path never loads threading)
+
     t = threading.Thread(target=run, name="vcli-sql-insert")
     t.start()
     try:
@@ -116,7 +120,7 @@ def _overlapped(background: Callable[[], None], foreground: Callable[[], None]) 
     if failed:
         raise failed[0]
 
-class _PerThread(threading.local):
+class _PerThread(_local):
     """One thread's connections (role -> connection), their last use, and its listing state."""
 
     def __init__(self):
@@ -798,6 +802,8 @@ class SqlAuth:
         free_tmp = None
         now = int(time.time())
         try:
+            from contextlib import ExitStack
+
             with ExitStack() as locks, self._txn() as cur:
                 dc, _ = self._dc_read(cur, entry.real, True)
                 todo = []
