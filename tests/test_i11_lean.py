@@ -32,6 +32,14 @@ import sys
 before = set(sys.modules)
 sys.argv = [{name!r}, *{args!r}]
 from vcli.cli.classic import {name}
+import os
+
+
+def _exit(code):  # the lookups leave by os._exit (no teardown): report first
+    raise SystemExit(code)
+
+
+os._exit = _exit
 try:
     code = {name}()
 except SystemExit as exc:

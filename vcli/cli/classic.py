@@ -15,7 +15,17 @@ from .. import flags as F
 from ..errors import UsageError
 from . import actions as A
 from . import usage as U
-from .common import VERSION, emit_now, guard_std_fds, open_store, print_lines, read_password, run, warn
+from .common import (
+    VERSION,
+    emit_now,
+    guard_std_fds,
+    leave_now,
+    open_store,
+    print_lines,
+    read_password,
+    run,
+    warn,
+)
 
 
 class Getopt:
@@ -185,7 +195,11 @@ def vuserinfo_main(argv: list[str]) -> int:
     domain = dict(opts).get("D")
     if domain is None and not pos:
         return _usage_exit(U.VUSERINFO)
-    _print(A.user_info_lines(open_store(), pos[0] if pos else None, domain, selectors))
+    store = open_store()
+    try:
+        _print(A.user_info_lines(store, pos[0] if pos else None, domain, selectors))
+    finally:
+        _close(store)
     return 0
 
 
@@ -242,7 +256,11 @@ def vdominfo_main(argv: list[str]) -> int:
     _version(opts)
     letters = [o for o, _ in opts]
     selectors = "" if "a" in letters else "".join(x for x in letters if x in "nugdtr")
-    _print(A.dom_info_lines(open_store(), pos[0] if pos else None, selectors))
+    store = open_store()
+    try:
+        _print(A.dom_info_lines(store, pos[0] if pos else None, selectors))
+    finally:
+        _close(store)
     return 0
 
 
@@ -312,11 +330,25 @@ MAINS = {
 MAINS = {name: _classic_status(fn) for name, fn in MAINS.items()}
 
 
+def _close(store) -> None:
+    close = getattr(store, "close", None)
+    if close is not None:
+        close()
+
+
+# commands that change nothing and close what they opened: they leave without the interpreter's
+# teardown (see common.leave_now)
+READ_ONLY = frozenset({"vuserinfo", "vdominfo"})
+
+
 def _entry(name: str):
     def main(argv: list[str] | None = None) -> None:
         args = sys.argv[1:] if argv is None else argv
         guard_std_fds()
-        sys.exit(run(lambda: MAINS[name](args)))
+        code = run(lambda: MAINS[name](args))
+        if name in READ_ONLY and argv is None:
+            leave_now(code)
+        sys.exit(code)
 
     main.__name__ = name
     return main

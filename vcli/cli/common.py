@@ -116,6 +116,25 @@ def read_password(address: str, confirm: bool = True) -> str:
     return first
 
 
+def leave_now(code: int) -> None:
+    """End the process with `code` once stdout and stderr are out, skipping the interpreter's
+    teardown (freeing every module, the C libraries' exit handlers: ~3 ms of a 20 ms lookup).
+    Only for a command that has finished everything else: nothing was left for atexit, and its
+    connections were closed by the command itself (a server sees a proper goodbye)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away: as run() answers it
+        code = 141
+    except OSError as exc:
+        print(f"Error: {exc.strerror or exc}", file=sys.stderr)
+        code = 74
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
 def run(main: Callable[[], int | None], prefix: str = "Error: ") -> int:
     """Run a command body; a VcliError becomes one line on stderr and its exit status."""
     try:

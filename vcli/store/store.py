@@ -75,6 +75,13 @@ class Store(BackendCommon):
 
         self.auth = open_auth(self)  # the user database: cdb, or the module the site names
 
+    def close(self) -> None:
+        """Say goodbye to the auth module's servers now (an SQL module's connections), rather
+        than at interpreter exit; the store can still be used afterwards (it reconnects)."""
+        close = getattr(self.auth, "close", None)
+        if close is not None:
+            close()
+
     # --- paths and small helpers ----------------------------------------------
 
     @property
