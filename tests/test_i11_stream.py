@@ -161,3 +161,23 @@ def test_i11_02_listing_reads_beside_a_child_give_the_same_answers(st, monkeypat
     assert got["bob"][0].bytes == 1234 and got["bob"][0].messages == 1
     assert got["dave"][0].percent is None and got["frank"][1] is None
     assert got["erin"][1][1] == "198.51.100.7\twéird"
+
+
+def test_i11_02_json_indented_writes_what_json_dumps_writes():
+    """The listing's JSON encoder (rows' keys encoded once per shape) against json.dumps(indent=2),
+    nested at the depth a listing uses: rows of one shape again and again, other shapes, and the
+    values it hands to json itself."""
+    import json
+
+    from vcli.cli.output import json_indented
+
+    row = {"address": "a@b.test", "clear": None, "uid": "1", "gid": 3, "flag_names": ["no_pop", "no_imap"],
+           "domain_flags": [], "gecos": "Zoë \"q\" \\ \u2028 \x01", "usage": {"bytes": 5, "messages": 0, "percent": None}}
+    values = [row, dict(row, gecos="other"), dict(row, flag_names=["x"]), {"ok": True, "no": False, "f": 1.5},
+              {}, [], [1, "a", None, [], {}], {"nested": [{"a": [1, 2]}, {"b": {}}]}, {1: "int key"},
+              "text", 7, None, True, [["deep", ["er"]]], {"mixed": ["a", 1]}, {"t": ("x", "y")}]
+    values += [dict(row, gid=i, address=f"u{i}@b.test") for i in range(100)]
+    values += [{f"k{i}": i} for i in range(100)]  # more shapes than it remembers
+    for v in values:
+        assert json_indented(v) == json.dumps(v, indent=2).replace("\n", "\n  "), v
+        assert json_indented(v, "\n") == json.dumps(v, indent=2), v

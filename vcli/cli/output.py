@@ -108,28 +108,49 @@ def json_indented(value, nl: str = "\n  ") -> str:
     and indent), byte for byte -- through the C string encoder: json.dumps with an indent runs
     the pure-Python encoder, two thirds of a 100,000-user JSON listing's time.  (json is imported
     here, not by the module: the classic lookup path does without it.)"""
+    global _dumper
+    if _dumper is None:
+        _dumper = _make_dumper()
+    return _dumper(value, nl)
+
+
+_dumper = None
+
+
+def _make_dumper():
+    """json_indented's encoder, made on first use (json is imported then)."""
     import json
     from json.encoder import encode_basestring_ascii as enc
 
+    keyed: dict[tuple, list[str]] = {}  # a row's keys, in order -> their encoded '"key": ' heads
+
     def dump(v, nl: str) -> str:
-        if type(v) is dict and v and all(type(k) is str for k in v):  # a row: its members in one loop
-            inner = nl + "  "
-            sep_str = "," + inner + "  "
-            parts = []
-            for k, x in v.items():
-                t = type(x)
-                if t is str:
-                    x = enc(x)
-                elif x is None:
-                    x = "null"
-                elif t is int:
-                    x = int.__repr__(x)
-                elif t is list and x and all(type(y) is str for y in x):
-                    x = "[" + inner + "  " + sep_str.join(map(enc, x)) + inner + "]"
-                else:
-                    x = dump(x, inner)
-                parts.append(enc(k) + ": " + x)
-            return "{" + inner + ("," + inner).join(parts) + nl + "}"
+        if type(v) is dict and v:  # a row: its members in one loop, the keys encoded once per shape
+            keys = tuple(v)
+            heads = keyed.get(keys)
+            if heads is None and all(type(k) is str for k in keys):
+                heads = [enc(k) + ": " for k in keys]
+                if len(keyed) < 64:  # a listing has a shape or two; never a cache without end
+                    keyed[keys] = heads
+            if heads is not None:
+                inner = nl + "  "
+                parts = []
+                add = parts.append
+                for head, x in zip(heads, v.values(), strict=True):
+                    t = type(x)
+                    if t is str:
+                        add(head + enc(x))
+                    elif x is None:
+                        add(head + "null")
+                    elif t is int:
+                        add(head + int.__repr__(x))
+                    elif t is list and x and all(type(y) is str for y in x):
+                        add(head + "[" + inner + "  " + ("," + inner + "  ").join(map(enc, x)) + inner + "]")
+                    elif t is list and not x:
+                        add(head + "[]")
+                    else:
+                        add(head + dump(x, inner))
+                return "{" + inner + ("," + inner).join(parts) + nl + "}"
         if isinstance(v, str):
             return enc(v)
         if v is None or v is True or v is False:
@@ -144,7 +165,7 @@ def json_indented(value, nl: str = "\n  ") -> str:
         # {}, floats, dict subclasses and odd keys: as json writes them
         return json.dumps(v, indent=2).replace("\n", nl)
 
-    return dump(value, nl)
+    return dump
 
 
 READ = object()  # user_json's `auth` default: read lastauth itself
