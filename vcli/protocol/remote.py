@@ -260,7 +260,8 @@ class RemoteBackend(BackendCommon):
             raise VpopError(code=-20)
         return NewUser(user, new.password, new.hashed, gecos, new.quota, new.apop)
 
-    PIPELINE = 16  # connections a bulk add keeps busy: the real daemon answers one command at a time
+    PIPELINE = 32  # connections a bulk add keeps busy (the real daemon answers one command at a time; under
+    # tcpserver's default limit of 40 at once): each of a vcli daemon's workers then batches up to ~16 adds
 
     def add_users(self, domain: str, new_users, prepared: bool = False, exist_ok: bool = False, progress=None):
         """add_user (+ mod_user for a hash, comment or quota, + user_info) per account.  Many are
