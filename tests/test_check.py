@@ -217,3 +217,49 @@ def test_cdb_compared_in_a_child_gives_the_same_problems_in_the_same_place(st, m
             if p.repair:
                 p.repair()
         assert C.check(Store(load_settings())) == []
+
+
+@pytest.mark.parametrize("child", ["answers", "dies"])
+def test_trees_checked_half_in_a_child_give_the_same_problems_in_the_same_place(st, monkeypatch, child):
+    """A big domain's trees are checked partly in the forked child (check.SPLIT): damage in
+    either part -- a missing Maildir, a missing home, a home that is a symlink, an unparsable
+    maildirsize, a wrong mode, an orphaned mailbox next to them -- is reported as the inline
+    check reports it, in the same order, and --repair through the split check leaves only what
+    it leaves alone.  A child that dies without answering costs time, not answers."""
+    from cli_helpers import patched_environ
+
+    from vcli.config import load_settings
+    from vcli.store import check as C
+    from vcli.store.store import Store
+
+    names = [f"u{i:02d}" for i in range(30)]
+    for name in names:
+        st.call_ok("vadduser", f"{name}@example.test", "Some-pw1x")
+    shutil.rmtree(dom(st, "u02", "Maildir", "cur"))  # in this process's part
+    shutil.rmtree(dom(st, "u25", "Maildir", "new"))  # in the child's
+    shutil.rmtree(dom(st, "u27"))
+    os.rename(dom(st, "u28"), dom(st, "u28-real"))
+    os.symlink(dom(st, "u28-real"), dom(st, "u28"))
+    with open(dom(st, "u29", "Maildir", "maildirsize"), "w") as f:
+        f.write("5S\nnot numbers\n")
+    os.chmod(dom(st, "u26"), 0o750)
+    os.makedirs(dom(st, "stray", "Maildir"))
+    if child == "dies":
+        monkeypatch.setattr(C.Checker, "_far_part", lambda *a: os._exit(3))
+    seen = []
+    for beside in (10**9, 1):
+        monkeypatch.setattr(C, "BESIDE", beside)
+        with patched_environ(st.env):
+            seen.append([f"{p.path}: {p.what}" for p in C.check(Store(load_settings()))])
+    assert seen[0] == seen[1], seen
+    for want in (dom(st, "u02", "Maildir", "cur"), dom(st, "u25", "Maildir", "new"), dom(st, "u27"),
+                 dom(st, "u28"), dom(st, "u29", "Maildir", "maildirsize"), dom(st, "u26"), dom(st, "stray")):
+        assert any(line.startswith(want + ": ") for line in seen[0]), (want, seen[0])
+    monkeypatch.setattr(C, "BESIDE", 1)
+    with patched_environ(st.env):
+        for p in C.check(Store(load_settings())):
+            if p.repair:
+                p.repair()
+        left = [f"{p.path}: {p.what}" for p in C.check(Store(load_settings()))]
+    assert [x.split(":")[0] for x in left] == [dom(st, "u26"), dom(st, "u28"), dom(st, "u29", "Maildir", "maildirsize"),
+                                              dom(st, "stray")], left

@@ -146,9 +146,12 @@ class RealPaths:
     def real(self, path: str, is_link: bool | None = None) -> str:
         """realpath(path); `is_link`: whether its last component is a symlink, when the caller has
         lstat'ed it already (None: looked up here)."""
-        head, name = os.path.split(path)
-        if not head.startswith("/") or os.path.normpath(path) != path or name in ("", ".", ".."):
+        i = path.rfind("/")
+        name = path[i + 1:]
+        # taken apart plainly only when absolute and normal: no '//', '/./', '/../', trailing '/'
+        if i <= 0 or path[0] != "/" or name in ("", ".", "..") or "//" in path or "/./" in path or "/../" in path:
             return os.path.realpath(path)
+        head = path[:i]
         if is_link is None:
             try:
                 is_link = stat.S_ISLNK(os.lstat(path).st_mode)
