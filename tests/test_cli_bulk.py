@@ -145,3 +145,41 @@ def test_bulk_import_validates_every_row_first(base):
     r = st.run("vcli", "vadduser", "--from-file", "-", "--exist-ok", input="bob@example.test,x-1\nann@example.test,a-1\n")
     assert r.t == (0, "", "")
     assert verify("Bob-pw1", st.fields(D, "bob")[1]) and verify("a-1", st.fields(D, "ann")[1])
+
+
+def test_bulk_add_builds_vpasswd_and_cdb_beside_the_trees_with_the_same_bytes(base, monkeypatch):
+    """From OVERLAP new users the cdb module builds vpasswd and its cdb in a thread while the
+    worker processes make the trees: the same files as building them afterwards, and a failure
+    of either side leaves nothing."""
+    from cli_helpers import CliStore, patched_environ
+
+    from vcli.backend import open_backend
+    from vcli.model import NewUser
+    from vcli.store.auth import cdb as C
+
+    views = []
+    for overlap in (50, 10**9):
+        monkeypatch.setattr(C, "OVERLAP", overlap)
+        st = CliStore(base / f"o{overlap}")
+        st.ok("vadddomain", D, "Pm-pass-1")
+        with patched_environ(st.env):
+            open_backend().add_users(D, [NewUser(f"u{i:03d}", hashed=fake_hash(i)) for i in range(120)])
+        d = base / f"o{overlap}" / "vpopmail" / "domains" / D
+        lines = (d / "vpasswd").read_bytes().replace(str(base / f"o{overlap}").encode(), b"").splitlines()
+        views.append(([x for x in lines if not x.startswith(b"postmaster:")],  # its salt is random
+                      sorted(p.name for p in d.iterdir())))
+        assert st.run("vcli", "check").rc == 0  # the cdb is vpasswd's, every tree in place
+    assert views[0] == views[1]
+    monkeypatch.setattr(C, "OVERLAP", 50)
+    st = CliStore(base / "failing")
+    st.ok("vadddomain", D, "Pm-pass-1")
+    before = st.snapshot()
+
+    def broken(lines):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(C, "build_cdb", broken)
+    with patched_environ(st.env):
+        with pytest.raises(Exception, match="No space left"):
+            open_backend().add_users(D, [NewUser(f"u{i:03d}", hashed=fake_hash(i)) for i in range(120)])
+    assert st.snapshot() == before

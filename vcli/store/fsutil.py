@@ -400,6 +400,30 @@ def _fcntl_locked(lock_path: str, wait: float, owner: Owner):
         os.close(fd)
 
 
+def overlapped(background, foreground) -> None:
+    """background() in a thread while foreground() runs here; both finish before the first
+    error (foreground's first) is raised."""
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            background()
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
+            failed.append(exc)
+
+    import threading  # only a big add runs two threads (the lookup path never loads threading)
+
+    t = threading.Thread(target=run, name="vcli-overlapped")
+    t.start()
+    try:
+        foreground()
+    finally:
+        t.join()
+    if failed:
+        raise failed[0]
+
+
 RENAME_THREADS = 4  # renames of many new trees into place; rename(2) releases the GIL
 
 

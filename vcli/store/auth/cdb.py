@@ -613,19 +613,31 @@ class CdbAuth:
         # many maildirsize files (a domain-wide quota): no fsync each, one sync_fs before the
         # intent ends; until then a crash replays them all from the committed quotas
         batch = len(maildirsize) > 1
+        built: dict[str, bytes] = {}
+
+        def build() -> None:  # the new vpasswd and its cdb (pure Python: ~1 s at 100,000 users)
+            built["vpasswd"] = b"".join(lines)
+            if rebuild_cdb:
+                built["cdb"] = build_cdb(lines)
+
         try:
             if new_users:
-                self.disk._make_user_dirs(new_users, owner, made, progress)
+                if len(new_users) >= OVERLAP:  # a bulk add: built while the worker processes make the trees
+                    fsutil.overlapped(build, lambda: self.disk._make_user_dirs(new_users, owner, made, progress))
+                else:
+                    self.disk._make_user_dirs(new_users, owner, made, progress)
                 parents = {os.path.dirname(h) for h in made}
                 if len(parents) > SYNC_FS_OVER:  # a bulk add: one flush, not one per hashed dir
                     fsutil.sync_fs(ddir)
                 else:
                     for parent in parents:
                         fsync_dir(parent)
+            if not built:
+                build()
             # vpasswd is written before its cdb, so the cdb is never older than vpasswd
-            vp_tmp = write_staged(vp, b"".join(lines), mode, owner, f"vpasswd.bak.{os.getpid()}")
+            vp_tmp = write_staged(vp, built["vpasswd"], mode, owner, f"vpasswd.bak.{os.getpid()}")
             if rebuild_cdb:
-                staged.append((write_staged(vp + ".cdb", build_cdb(lines), 0o600, owner, "cdb.tmp"), vp + ".cdb"))
+                staged.append((write_staged(vp + ".cdb", built["cdb"], 0o600, owner, "cdb.tmp"), vp + ".cdb"))
             for path, (fmode, data) in files.items():
                 staged.append((write_staged(path, data, fmode, owner, f"{os.path.basename(path)}.vcli-new"), path))
             seen: dict | None = {} if batch else None
@@ -796,6 +808,7 @@ class CdbAuth:
 
 # A change that made trees in more hashed dirs than this flushes the filesystem once (syncfs)
 # instead of fsync'ing each directory: at 100,000 users that is ~2,000 fsyncs saved.
+OVERLAP = 1000  # new users from which vpasswd and its cdb are built while the trees are made
 SYNC_FS_OVER = 16
 PROOF_LINES = 8  # changed vpasswd lines a domain-wide change's intent records
 

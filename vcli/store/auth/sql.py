@@ -97,29 +97,6 @@ def munch(domain: str) -> str:
 OVERLAP = 1000  # new users from which an add sends its INSERTs while the trees are being built
 
 
-def _overlapped(background: Callable[[], None], foreground: Callable[[], None]) -> None:
-    """background() in a thread while foreground() runs here; both finish before the first
-    error (foreground's first) is raised."""
-
-    failed: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            background()
-        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread below
-            failed.append(exc)
-
-    import threading  # only a big add runs two threads (the lookup path never loads threading)
-
-    t = threading.Thread(target=run, name="vcli-sql-insert")
-    t.start()
-    try:
-        foreground()
-    finally:
-        t.join()
-    if failed:
-        raise failed[0]
-
 class _PerThread(_local):
     """One thread's connections (role -> connection), their last use, and its listing state."""
 
@@ -848,7 +825,7 @@ class SqlAuth:
                     # a bulk import: the rows go to the server while the workers build the trees
                     # (the driver waits on the server without the GIL); still one transaction,
                     # committed only once both are done
-                    _overlapped(insert_rows, lambda: self.disk._make_user_dirs(created, owner, made, progress,
+                    fsutil.overlapped(insert_rows, lambda: self.disk._make_user_dirs(created, owner, made, progress,
                                                                               lastauth=False))
                 else:
                     self.disk._make_user_dirs(created, owner, made, progress, lastauth=False)
