@@ -128,11 +128,17 @@ def settle(server, limit: float = 300.0) -> float:
     conn = server.admin()
     try:
         with conn.cursor() as cur:
-            while time.perf_counter() - t0 < limit:
-                cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
-                if int(cur.fetchone()[1]) < 100:
-                    break
-                time.sleep(1)
+            cur.execute("SELECT @@GLOBAL.innodb_max_dirty_pages_pct")
+            was = cur.fetchone()[0]
+            cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = 0")  # the page cleaner flushes them all now
+            try:
+                while time.perf_counter() - t0 < limit:
+                    cur.execute("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_pages_dirty'")
+                    if int(cur.fetchone()[1]) < 100:
+                        break
+                    time.sleep(1)
+            finally:
+                cur.execute("SET GLOBAL innodb_max_dirty_pages_pct = %s", (was,))
     finally:
         conn.close()
     os.sync()
