@@ -130,13 +130,12 @@ class Policy:
                 lines = f.read().splitlines()
         except (OSError, UnicodeDecodeError):
             return cls(rules)
-        import re  # only a site with a password_strength.conf pays for it
-
         for line in lines:
             line = line.split("#", 1)[0].strip()
-            m = re.match(r"policy\s*=\s*(.*)", line, re.I)
-            if m:
-                text = m.group(1).strip()
+            # `Policy = text`, the keyword in any case (by hand: `re` is ~5 ms of a vadduser)
+            rest = line[6:].lstrip() if line[:6].lower() == "policy" else ""
+            if rest.startswith("="):
+                text = rest[1:].strip()
                 continue
             parts = line.split()
             if len(parts) == 3 and parts[0].lower() in _CHECKS and parts[1] in _OPS:

@@ -235,9 +235,7 @@ class CdbAuth:
             placed, used_free = place_new_users(entry.dir, todo, dc, free, default_quota, 1, self.s.clear_passwords)
             created.extend(placed)
             files = {dc_path: (0o600, dc.dump())}
-            from contextlib import ExitStack  # writes only: the lookup path does without contextlib
-
-            with ExitStack() as stack:
+            with fsutil.ContextStack() as stack:
                 if used_free:
                     stack.enter_context(fsutil.locked(free_path + ".lock", self.lock_wait, owner))
                     files[free_path] = (0o644, "".join(x + "\n" for x in free[used_free:]).encode())
@@ -313,9 +311,7 @@ class CdbAuth:
                 if parent.startswith(prefix) and parent[len(prefix):]:
                     freed += parent[len(prefix):].encode() + b"\n"
             files = {dc_path: (0o600, dc.dump())}
-            from contextlib import ExitStack  # writes only: the lookup path does without contextlib
-
-            with ExitStack() as stack:
+            with fsutil.ContextStack() as stack:
                 if freed:
                     free_path = os.path.join(entry.dir, ".dir_control_free")
                     stack.enter_context(fsutil.locked(free_path + ".lock", self.lock_wait, owner))

@@ -779,9 +779,7 @@ class SqlAuth:
         free_tmp = None
         now = int(time.time())
         try:
-            from contextlib import ExitStack
-
-            with ExitStack() as locks, self._txn() as cur:
+            with fsutil.ContextStack() as locks, self._txn() as cur:
                 dc, _ = self._dc_read(cur, entry.real, True)
                 todo = []
                 existing = self._names_in(cur, entry, [n.user for n in new_users])
