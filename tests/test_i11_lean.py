@@ -83,6 +83,21 @@ def test_i11_04_lookup_path_imports_nothing_heavy(store, argv, shown):
     assert sorted(imported & BANNED) == []
 
 
+def test_i11_04_lookup_on_a_site_with_its_vpopmail_config_h_imports_nothing_heavy(tmp_path):
+    """A real cdb site has ~vpopmail/include/vpopmail_config.h, which the lookups read: reading it
+    imports nothing banned either (its parser once imported re and enum on every lookup)."""
+    from sqlenv import make_sql_env
+
+    env = make_sql_env(tmp_path)
+    for argv in (("vadddomain", "site.test", "Pm-pass1x"), ("vadduser", "bob@site.test", "Bo-pass1x")):
+        r = run(env, *argv)
+        assert r.returncode == 0, r.stderr
+    for argv, shown in ((("vuserinfo", "bob@site.test"), "name:   bob"), (("vdominfo", "site.test"), "domain: site.test")):
+        r, imported = _probe(env, *argv)
+        assert r.returncode == 0 and shown in r.stdout, r.stderr
+        assert "vcli.site" in imported and sorted(imported & BANNED) == [], argv
+
+
 def test_i11_04_installed_script_imports_nothing_heavy(store):
     """The installed `vuserinfo` under -X importtime: no banned module is imported by the script
     or by a vcli module.  (The classic commands are plain scripts, bin/: pip's console-script
