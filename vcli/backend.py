@@ -85,6 +85,9 @@ class Backend(Protocol):
     def remove_alias_line(self, domain: str, alias: str, prefix: str) -> None: ...
     def delete_alias(self, domain: str, alias: str) -> None: ...
 
+    # the end of a command: its connections closed now (a server sees a goodbye), not at exit
+    def close(self) -> None: ...
+
 
 class LocalBackend(Backend, Protocol):
     """What only a store on this machine offers (the daemon serves these; a remote client has no

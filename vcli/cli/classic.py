@@ -199,7 +199,7 @@ def vuserinfo_main(argv: list[str]) -> int:
     try:
         _print(A.user_info_lines(store, pos[0] if pos else None, domain, selectors))
     finally:
-        _close(store)
+        store.close()
     return 0
 
 
@@ -260,7 +260,7 @@ def vdominfo_main(argv: list[str]) -> int:
     try:
         _print(A.dom_info_lines(store, pos[0] if pos else None, selectors))
     finally:
-        _close(store)
+        store.close()
     return 0
 
 
@@ -328,12 +328,6 @@ MAINS = {
     "vaddaliasdomain": vaddaliasdomain_main,
 }
 MAINS = {name: _classic_status(fn) for name, fn in MAINS.items()}
-
-
-def _close(store) -> None:
-    close = getattr(store, "close", None)
-    if close is not None:
-        close()
 
 
 # commands that change nothing and close what they opened: they leave without the interpreter's

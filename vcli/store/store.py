@@ -78,9 +78,7 @@ class Store(BackendCommon):
     def close(self) -> None:
         """Say goodbye to the auth module's servers now (an SQL module's connections), rather
         than at interpreter exit; the store can still be used afterwards (it reconnects)."""
-        close = getattr(self.auth, "close", None)
-        if close is not None:
-            close()
+        self.auth.close()
 
     # --- paths and small helpers ----------------------------------------------
 

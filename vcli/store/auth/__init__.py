@@ -174,6 +174,9 @@ class AuthModule(Protocol):
         """Domains the module holds records or counters of that live outside the domain dirs
         (SQL: the pw_domain / dir_control keys), for `vcli check` against users/assign."""
 
+    def close(self) -> None:
+        """Close the module's server connections now (cdb: nothing); a later call reconnects."""
+
 
 def driver_missing(name: str, exc: ImportError) -> AuthModuleUnavailable:
     label = {"mysql": "MySQL", "pgsql": "PostgreSQL"}.get(name, name)

@@ -476,6 +476,9 @@ class CdbAuth:
         vpasswd lives in its directory, which `vcli check` already walks)."""
         return []
 
+    def close(self) -> None:
+        """Nothing to close: every read opens its file and closes it again."""
+
     # --- cdb internals (vcli check uses domain_lock, replay and replay_outcome) -------------------
 
     def domain_lock(self, entry: AssignEntry):
