@@ -177,7 +177,8 @@ class Checker:
             homes |= {self._check_user(entry, u, owner) for u in users[cut:]}
             why = _cdb_problem(lines, cdb_path)
         else:
-            why, flagged = answer
+            why, _, positions = answer.partition("\t")
+            why, flagged = why or None, {int(x) for x in positions.split()}
             plain = self.paths.real
             for i, u in enumerate(users[cut:]):
                 homes.add(self._check_user(entry, u, owner) if i in flagged else plain(u.dir, is_link=False))
@@ -441,11 +442,10 @@ def _cdb_problem(lines: list[bytes], cdb_path: str) -> str | None:
     return "does not match vpasswd"
 
 
-def _beside(fn: Callable[[], str], fork: bool) -> Callable[[], tuple[str | None, set[int]] | None]:
+def _beside(fn: Callable[[], str], fork: bool) -> Callable[[], str | None]:
     """fn() in a forked child while the caller goes on (the child sees this process's memory:
-    nothing is copied to it); returns the function that waits for its answer, parsed: (the cdb's
-    problem or None, the flagged positions).  None without a child, or when the child died
-    without an answer: the caller then does the work itself."""
+    nothing is copied to it); returns the function that waits for its answer.  None without a
+    child, or when the child died without an answer: the caller then does the work itself."""
     if not fork:
         return lambda: None
     r, w = os.pipe()
@@ -462,14 +462,11 @@ def _beside(fn: Callable[[], str], fork: bool) -> Callable[[], tuple[str | None,
             os._exit(code)
     os.close(w)
 
-    def wait() -> tuple[str | None, set[int]] | None:
+    def wait() -> str | None:
         with os.fdopen(r, "rb") as f:
             data = f.read()
-        os.waitpid(pid, 0)
-        if not data.startswith(b"=") or b"\t" not in data:
-            return None
-        why, _, flagged = data[1:].decode().partition("\t")
-        return why or None, {int(x) for x in flagged.split()}
+        _, status = os.waitpid(pid, 0)  # 0 only once the whole answer is written
+        return data[1:].decode() if status == 0 and data.startswith(b"=") else None
 
     return wait
 
