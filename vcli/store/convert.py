@@ -263,9 +263,8 @@ def convert(store, target_store, names: list[str] | None, switch: Callable[[], N
     target; True when it switched.  A named subset is copied and verified; the switch then also
     needs the other domains verified (converted by an earlier run).  Problems in a domain this
     run copied raise VerifyFailed (nothing switched)."""
-    from contextlib import ExitStack
-
     from ..errors import UsageError, VerifyFailed
+    from .fsutil import ContextStack
 
     source, target = store.auth, target_store.auth
     if source.name == target.name:
@@ -276,7 +275,7 @@ def convert(store, target_store, names: list[str] | None, switch: Callable[[], N
                          "vcli convert does not move those yet: nothing was changed")
     todo, every = domains_to_convert(store, names)
     clear = bool(store.s.clear_passwords)
-    with ExitStack() as held:
+    with ContextStack() as held:
         copied = 0
         for entry in todo:
             if source.name == "cdb":  # no change to a copied domain until the switch
