@@ -30,13 +30,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_daemon import free_port  # noqa: E402
-from benchlib import empty_store, tool  # noqa: E402
+from benchlib import empty_store, scratch_dir, tool  # noqa: E402
 
 ROWS: list[tuple[str, str, str, str, bool | None]] = []  # (operation, vcli, reference, ratio, goal met)
 
@@ -173,9 +172,10 @@ def main() -> int:
 
     print(f"issue 11 bench: {users} users, {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"VPOPMAIL_REF={os.environ.get('VPOPMAIL_REF') or '(not set)'}", flush=True)
-    root = tempfile.mkdtemp(prefix="vcli-i11-", dir=os.environ.get("TMPDIR"))
-    os.chmod(root, 0o711)  # as a site's ~vpopmail: the domain owner can reach its domains
-    try:
+    # the store, the floors' twins and the feeds: ~8 inodes a user at most at once
+    with scratch_dir("vcli-i11-", inodes=max(1_000_000, users * 12), size_gb=max(16, users // 2000)) as (root, where):
+        print(f"store on {where}", flush=True)
+        os.chmod(root, 0o711)  # as a site's ~vpopmail: the domain owner can reach its domains
         vp, qm = empty_store(root)
         env = dict(os.environ, VPOPMAIL_DIR=vp, QMAIL_DIR=qm)
         for var in ("VCLI_CONFIG", "VCLI_REMOTE", "VCLI_PROFILE", "VPOPMAIL_DOMAIN"):
@@ -285,8 +285,6 @@ def main() -> int:
 
         chk = subprocess.run([tool("vcli"), "check"], env=env, capture_output=True, text=True)
         print(f"vcli check of the whole store afterwards: exit {chk.returncode}")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
     print(f"\n| operation ({users} users) | vcli | reference | ratio | goal |")
     print("|---|---|---|---|---|")
     for op, v, ref, ratio, goal in ROWS:

@@ -27,11 +27,10 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from multiprocessing import Process
 
-from benchlib import empty_store, tool
+from benchlib import empty_store, scratch_dir, tool
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
@@ -179,8 +178,9 @@ def main() -> int:
     print(f"vcli SQL bench: {n} users in {DOMAIN}, {os.cpu_count()} cores, python {sys.version.split()[0]}, "
           f"MariaDB over {'its socket' if args.socket else 'TCP'}",
           flush=True)
-    with tempfile.TemporaryDirectory(prefix="vcli-sqlbench-", dir=os.environ.get("TMPDIR", "/var/tmp"),
-                                     ignore_cleanup_errors=True) as root:
+    # the floor (removed again), the cdb and the MySQL trees: ~12 inodes a user at most at once
+    with scratch_dir("vcli-sqlbench-", inodes=max(1_000_000, n * 16), size_gb=max(16, n // 12_000)) as (root, where):
+        print(f"stores and database on {where}", flush=True)
         server = MariaDB(root, extra=["--innodb-buffer-pool-size=256M"]).start()
         try:
             db_bulk, db_conv = server.new_database("bulk"), server.new_database("conv")
@@ -258,7 +258,6 @@ def main() -> int:
                 print("VPOPMAIL_REF not set: no figures for the C tools (spec/sql.md: vadduser ~13 ms on MySQL)")
         finally:
             server.stop()
-            subprocess.run(["rm", "-rf", root])
     return 0
 
 
