@@ -181,3 +181,82 @@ def test_i11_02_json_indented_writes_what_json_dumps_writes():
     for v in values:
         assert json_indented(v) == json.dumps(v, indent=2).replace("\n", "\n  "), v
         assert json_indented(v, "\n") == json.dumps(v, indent=2), v
+
+
+def _usage_by_walk(maildir: str) -> tuple[int, int]:
+    """What quota.usage must say, by the plainest walk: new/ and cur/ of the Maildir and of each
+    real `.folder` directory in it but .Trash; names starting with '.' and T-flagged skipped;
+    the size from ',S=' else the file's."""
+    import os
+    import stat as st_
+
+    try:
+        names = os.listdir(maildir)
+    except OSError:
+        return 0, 0
+    folders = [maildir] + [os.path.join(maildir, n) for n in names if n.startswith(".") and n != ".Trash"
+                           and st_.S_ISDIR(os.lstat(os.path.join(maildir, n)).st_mode)]
+    size = count = 0
+    for folder in folders:
+        for sub in ("new", "cur"):
+            path = os.path.join(folder, sub)
+            if not os.path.isdir(path):
+                continue
+            for name in os.listdir(path):
+                if name.startswith(".") or "T" in name.partition(":2,")[2]:
+                    continue
+                s = name.split(",S=", 1)[1] if ",S=" in name else ""
+                digits = s[: len(s) - len(s.lstrip("0123456789"))]
+                size += int(digits) if digits else os.lstat(os.path.join(path, name)).st_size
+                count += 1
+    return size, count
+
+
+def test_i11_02_usage_of_odd_maildirs_matches_a_plain_walk(tmp_path):
+    """quota.usage (its shortcut for a folder-free Maildir written out for speed) agrees with a
+    plain walk on the shapes a site has: empty, mail with and without S=, T-flagged, dot files,
+    folders and .Trash, a missing tmp/new, a symlinked Maildir, a Maildir that is a file, none."""
+    import os
+
+    from vcli.store import quota
+
+    def maildir(name, subs=("new", "cur", "tmp")):
+        md = tmp_path / name / "Maildir"
+        md.mkdir(parents=True)
+        for s in subs:
+            (md / s).mkdir()
+        return md
+
+    shapes = []
+    shapes.append(maildir("empty"))
+    md = maildir("mail")
+    (md / "new" / "1.h,S=120").write_text("x")
+    (md / "cur" / "2.h:2,S").write_text("hello")  # no S=: its size
+    (md / "cur" / "3.h,S=9:2,ST").write_text("x")  # trashed
+    (md / "cur" / ".hidden,S=4").write_text("x")
+    shapes.append(md)
+    md = maildir("folders")
+    (md / ".Sent" / "cur").mkdir(parents=True)
+    (md / ".Sent" / "cur" / "4.h,S=30:2,S").write_text("x")
+    (md / ".Trash" / "cur").mkdir(parents=True)
+    (md / ".Trash" / "cur" / "5.h,S=1000:2,S").write_text("x")
+    shapes.append(md)
+    md = maildir("notmp", subs=("new", "cur"))
+    (md / "cur" / "6.h,S=5:2,").write_text("x")
+    shapes.append(md)
+    md = maildir("nonew", subs=("cur", "tmp", ".Drafts"))
+    (md / ".Drafts" / "new").mkdir()
+    (md / ".Drafts" / "new" / "7.h,S=11").write_text("x")
+    shapes.append(md)
+    link = tmp_path / "linked"
+    link.mkdir()
+    os.symlink(tmp_path / "mail" / "Maildir", link / "Maildir")
+    shapes.append(link / "Maildir")
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "Maildir").write_text("not a directory")
+    shapes.append(tmp_path / "file" / "Maildir")
+    shapes.append(tmp_path / "none" / "Maildir")
+    for md in shapes:
+        assert quota.usage(str(md)) == _usage_by_walk(str(md)), md
+    assert quota.usage(str(tmp_path / "mail" / "Maildir")) == (125, 2)
+    assert quota.usage(str(tmp_path / "folders" / "Maildir")) == (30, 1)
