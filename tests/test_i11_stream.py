@@ -260,3 +260,28 @@ def test_i11_02_usage_of_odd_maildirs_matches_a_plain_walk(tmp_path):
         assert quota.usage(str(md)) == _usage_by_walk(str(md)), md
     assert quota.usage(str(tmp_path / "mail" / "Maildir")) == (125, 2)
     assert quota.usage(str(tmp_path / "folders" / "Maildir")) == (30, 1)
+
+
+def test_i11_02_listing_times_memoized_by_second_are_strftime_s(monkeypatch):
+    """user_json's created/last_auth stamps come from a memo by whole second: the same text as
+    strftime(localtime(t)) for whole, fractional, negative and repeated times, in a zone with
+    DST, and a full memo is started again rather than grown."""
+    import time
+
+    from vcli.cli import output
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        output._ISO.clear()
+        times = [0, 0.999, 1.0, -0.5, -1.0, 1711846799.7, 1711846800.2, 1729990799.0, 1729990800.5,
+                 1764800000.25, 1764800000.75]
+        for t in times * 2:
+            assert output._iso_second(t) == time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t)), t
+        monkeypatch.setattr(output, "_ISO", {i: "x" for i in range(100, 100 + 65536)})
+        assert output._iso_second(5.0) == time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(5))
+        assert len(output._ISO) == 1
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+        output._ISO.clear()
