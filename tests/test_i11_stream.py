@@ -163,6 +163,46 @@ def test_i11_02_listing_reads_beside_a_child_give_the_same_answers(st, monkeypat
     assert got["erin"][1][1] == "198.51.100.7\twéird"
 
 
+@pytest.mark.parametrize("selectors", ["", "l", "Q", "nQ", "lq", "n"])
+def test_i11_02_classic_listing_beside_a_child_prints_what_it_prints_alone(st, monkeypatch, selectors):
+    """The classic `vuserinfo -D` reads its lastauth files and quota users' usage beside a forked
+    child (listing.usage_and_lastauth, usage only for users with a quota): the same lines as
+    reading each user here, for the full view and each selector set that reads the disk, and
+    for one that reads nothing (no child then)."""
+    import os
+
+    from cli_helpers import patched_environ
+
+    from vcli.cli import actions, listing
+    from vcli.config import load_settings
+    from vcli.store.store import Store
+
+    for i, name in enumerate(("alice", "bob", "carol", "dave", "erin", "frank", "grace")):
+        st.call_ok("vadduser", *(["-q", "NOQUOTA"] if i in (3, 6) else ["-q", "5M"]), f"{name}@example.test", "Pass-word1")
+    with patched_environ(st.env):
+        store = Store(load_settings())
+        by = {u.name: u for u in store.list_users("example.test")}
+        with open(os.path.join(by["bob"].dir, "Maildir", "new", "1.host,S=2621440"), "w") as f:
+            f.write("x")  # half of bob's 5M
+        with open(os.path.join(by["erin"].dir, "lastauth"), "wb") as f:
+            f.write(b"198.51.100.7")
+        os.unlink(os.path.join(by["frank"].dir, "lastauth"))
+        alone = list(actions.user_info_lines(store, None, "example.test", selectors))
+        monkeypatch.setattr(listing, "BESIDE_FROM", 1)
+        forks = []
+        real_fork = os.fork
+        monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
+        beside = list(actions.user_info_lines(store, None, "example.test", selectors))
+    assert beside == alone
+    assert len(forks) == (0 if selectors == "n" else 1)
+    text = "\n".join(alone)
+    if not selectors:
+        assert "usage:     50%" in text and "usage:     NOQUOTA" in text
+        assert "last auth: Never logged in" in text
+    if "Q" in selectors:
+        assert "50%" in text
+
+
 def test_i11_02_json_indented_writes_what_json_dumps_writes():
     """The listing's JSON encoder (rows' keys encoded once per shape) against json.dumps(indent=2),
     nested at the depth a listing uses: rows of one shape again and again, other shapes, and the

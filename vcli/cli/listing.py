@@ -1,11 +1,13 @@
 """A domain listing's per-user disk reads on two cores.
 
 `vcli vuserinfo -D DOMAIN -o json` reads, for each user, the Maildir (usage) and the lastauth
-file: about 25 us of system calls a user, more than half of a 100,000-user listing.  On a local cdb
-store a forked child reads them for every other user while this process does the rest and writes
-the output; the child's answers come through a pipe, so both run at most a pipe's worth apart and
-memory stays constant.  Any doubt (a record out of step, the child gone) and this process reads
-the rest itself: the output is the same either way.
+file: about 25 us of system calls a user, more than half of a 100,000-user listing; the classic
+`vuserinfo -D` reads the lastauth file of each (opening it is most of that listing's time) and
+the usage of those with a quota.  On a local cdb store a forked child reads them for every other
+user while this process does the rest and writes the output; the child's answers come through a
+pipe, so both run at most a pipe's worth apart and memory stays constant.  Any doubt (a record
+out of step, the child gone) and this process reads the rest itself: the output is the same
+either way.
 """
 
 from __future__ import annotations
@@ -18,18 +20,22 @@ from ..model import UserUsage
 BESIDE_FROM = 5000  # users of a domain from which the child is worth its fork
 
 
-def usage_and_lastauth(store, real: str, pairs, size: int):
+def _everyone(u) -> bool:
+    return True
+
+
+def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone):
     """(user, extra, UserUsage, lastauth) for each (user, extra) of the iterator `pairs` (the
     domain's listing, in vpasswd order); `size`: the domain's user count, to decide whether a
-    child helps."""
+    child helps.  `wants_usage(user)`: whether the user's usage is read (else None)."""
     if size < BESIDE_FROM or getattr(getattr(store, "auth", None), "name", None) != "cdb":
         for u, extra in pairs:
-            yield u, extra, store.user_usage(u), store.lastauth(u, real)
+            yield u, extra, store.user_usage(u) if wants_usage(u) else None, store.lastauth(u, real)
         return
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _child(store, real, r, w)  # never returns
+        _child(store, real, r, w, wants_usage)  # never returns
     os.close(w)
     feed = os.fdopen(r, "rb")
     in_step = True
@@ -40,7 +46,7 @@ def usage_and_lastauth(store, real: str, pairs, size: int):
                 got = _answer(feed, u)
                 in_step = got is not None  # out of step once: the rest is read here
             if got is None:
-                yield u, extra, store.user_usage(u), store.lastauth(u, real)
+                yield u, extra, store.user_usage(u) if wants_usage(u) else None, store.lastauth(u, real)
             else:
                 yield u, extra, *got
     finally:
@@ -52,10 +58,11 @@ def usage_and_lastauth(store, real: str, pairs, size: int):
         os.waitpid(pid, 0)
 
 
-def _child(store, real: str, r: int, w: int) -> None:
+def _child(store, real: str, r: int, w: int, wants_usage) -> None:
     """Every other user's (odd positions) usage and lastauth as one tab-separated line each:
-    name, bytes, messages, percent, lastauth time, lastauth content (hex where bytes may be
-    anything).  Leaves by os._exit: nothing of the parent's (buffers, atexit) runs here."""
+    name, bytes, messages, percent (all three empty: usage not wanted), lastauth time, lastauth
+    content (hex where bytes may be anything).  Leaves by os._exit: nothing of the parent's
+    (buffers, atexit) runs here."""
     code = 1
     try:
         os.close(r)
@@ -64,11 +71,14 @@ def _child(store, real: str, r: int, w: int) -> None:
         for i, u in enumerate(store.list_users(real)):
             if not i % 2:
                 continue
-            us = store.user_usage(u)
             auth = store.lastauth(u, real)
+            if wants_usage(u):
+                us = store.user_usage(u)
+                usage = (b"%d" % us.bytes, b"%d" % us.messages, b"" if us.percent is None else b"%d" % us.percent)
+            else:
+                usage = (b"", b"", b"")
             out.write(b"\t".join((
-                u.name.encode("utf-8", "surrogateescape").hex().encode(),
-                b"%d" % us.bytes, b"%d" % us.messages, b"" if us.percent is None else b"%d" % us.percent,
+                u.name.encode("utf-8", "surrogateescape").hex().encode(), *usage,
                 b"" if auth is None else repr(auth[0]).encode(),
                 b"" if auth is None else auth[1].encode("latin-1").hex().encode(),
             )) + b"\n")
@@ -87,7 +97,7 @@ def _answer(feed, u):
     if len(parts) != 6 or parts[0] != u.name.encode("utf-8", "surrogateescape").hex().encode():
         return None
     try:
-        usage = UserUsage(int(parts[1]), int(parts[2]), int(parts[3]) if parts[3] else None)
+        usage = UserUsage(int(parts[1]), int(parts[2]), int(parts[3]) if parts[3] else None) if parts[1] else None
         auth = None if not parts[4] else (float(parts[4]), bytes.fromhex(parts[5].decode()).decode("latin-1"))
     except ValueError:
         return None

@@ -11,7 +11,28 @@ SEPARATOR = "-" * 42
 
 def asctime(ts: float) -> str:
     """C asctime(localtime(ts)) without the newline: 'Mon Nov  4 18:43:00 2025'."""
-    return time.strftime("%a %b %e %H:%M:%S %Y", time.localtime(ts))
+    return _by_second(_ASC, "%a %b %e %H:%M:%S %Y", ts)
+
+
+_ASC: dict[int, str] = {}
+_ISO: dict[int, str] = {}
+
+
+def _by_second(memo: dict[int, str], fmt: str, t: float) -> str:
+    """strftime(fmt, localtime(t)), memoized by whole second (localtime's): the users of a bulk
+    import share a few hundred creation seconds, and localtime + strftime were ~a tenth of a
+    listing's per-user work.  Exact: the text of a second depends only on the process's zone
+    (TZ), which it does not change.  A full memo is started again."""
+    key = int(t // 1)
+    text = memo.get(key)
+    if text is None:
+        if len(memo) >= 65536:
+            memo.clear()
+        text = memo[key] = time.strftime(fmt, time.localtime(key))
+    return text
+
+
+READ = object()  # the `auth` default of vuserinfo_lines and user_json: read lastauth itself
 
 
 def lastauth_lines(auth: tuple[float, str] | None) -> list[str]:
@@ -44,19 +65,23 @@ SELECTORS = "npCugcdqQl"
 
 
 def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = False,
-                    mask: int | None = None) -> list[str]:
+                    mask: int | None = None, usage=None, auth=READ) -> list[str]:
     """vuserinfo's block for one user; selectors '' = the full (-a) view.
 
-    `mask` is the domain's limit bits when the caller has them (listings read them once).
+    `mask` is the domain's limit bits when the caller has them (listings read them once);
+    `usage`, `auth`: the user's usage and lastauth when the caller has read them (listing.py).
     """
     clear = user.clear
     if clear is None:
         clear = "(null)" if listing else ""
 
-    def usage() -> str:
+    def usage_line() -> str:
         if user.quota == "NOQUOTA":
             return "NOQUOTA"
-        return usage_text(user.quota, store.user_usage(user).percent)
+        return usage_text(user.quota, (usage or store.user_usage(user)).percent)
+
+    def lastauth() -> list[str]:
+        return lastauth_lines(store.lastauth(user, domain) if auth is READ else auth)
 
     if not selectors:
         eff = store.effective_flags(user, domain, mask)
@@ -72,8 +97,8 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
             *limits_lines(user.gid, eff),
             f"dir:       {user.dir}",
             f"quota:     {user.quota}",
-            f"usage:     {usage()}",
-            *lastauth_lines(store.lastauth(user, domain)),
+            f"usage:     {usage_line()}",
+            *lastauth(),
         ]
     out: list[str] = []
     for sel in SELECTORS:
@@ -97,9 +122,9 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
         elif sel == "q":
             out.append(user.quota)
         elif sel == "Q":
-            out.append(usage())
+            out.append(usage_line())
         elif sel == "l":
-            out.extend(lastauth_lines(store.lastauth(user, domain)))
+            out.extend(lastauth())
     return out
 
 
@@ -168,22 +193,9 @@ def _make_dumper():
     return dump
 
 
-READ = object()  # user_json's `auth` default: read lastauth itself
-_ISO: dict[int, str] = {}
-
-
 def _iso_second(t: float) -> str:
-    """ISO 8601 local time of `t` (time.localtime's whole second), memoized by second: the users
-    of a bulk import share a few hundred creation seconds, and localtime + strftime were a
-    tenth of a JSON listing's per-user work.  Exact: the answer for a given second depends only
-    on the process's zone (TZ), which it does not change."""
-    key = int(t // 1)
-    iso = _ISO.get(key)
-    if iso is None:
-        if len(_ISO) >= 65536:
-            _ISO.clear()
-        iso = _ISO[key] = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(key))
-    return iso
+    """ISO 8601 local time of `t`, as the JSON shape has it (memoized, see _by_second)."""
+    return _by_second(_ISO, "%Y-%m-%dT%H:%M:%S%z", t)
 
 
 def user_json(store, user, domain: str, with_usage: bool = True, mask: int | None = None,
