@@ -187,7 +187,11 @@ def test_i11_02_classic_listing_beside_a_child_prints_what_it_prints_alone(st, m
         with open(os.path.join(by["erin"].dir, "lastauth"), "wb") as f:
             f.write(b"198.51.100.7")
         os.unlink(os.path.join(by["frank"].dir, "lastauth"))
+        reads = []
+        real_lastauth = store.lastauth
+        monkeypatch.setattr(store, "lastauth", lambda *a: reads.append(1) or real_lastauth(*a))
         alone = list(actions.user_info_lines(store, None, "example.test", selectors))
+        assert len(reads) == (len(by) if not selectors or "l" in selectors else 0)  # none unless shown
         monkeypatch.setattr(listing, "BESIDE_FROM", 1)
         forks = []
         real_fork = os.fork

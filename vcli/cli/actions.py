@@ -217,7 +217,8 @@ def user_info_lines(store, address: str | None, domain: str | None, selectors: s
 
             wants = _has_quota if not selectors or "Q" in selectors else _nobody
             size = store.user_counter(store.real_entry(real)) if hasattr(store, "auth") else 0
-            for u, mask, usage, auth in usage_and_lastauth(store, real, pairs, size, wants):
+            auth_shown = not selectors or "l" in selectors
+            for u, mask, usage, auth in usage_and_lastauth(store, real, pairs, size, wants, auth_shown):
                 yield SEPARATOR
                 yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask, usage=usage, auth=auth)
 

@@ -24,18 +24,20 @@ def _everyone(u) -> bool:
     return True
 
 
-def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone):
+def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone, wants_auth: bool = True):
     """(user, extra, UserUsage, lastauth) for each (user, extra) of the iterator `pairs` (the
     domain's listing, in vpasswd order); `size`: the domain's user count, to decide whether a
-    child helps.  `wants_usage(user)`: whether the user's usage is read (else None)."""
+    child helps.  `wants_usage(user)`: whether the user's usage is read (else None); `wants_auth`:
+    whether lastauth is (else None for all)."""
     if size < BESIDE_FROM or getattr(getattr(store, "auth", None), "name", None) != "cdb":
         for u, extra in pairs:
-            yield u, extra, store.user_usage(u) if wants_usage(u) else None, store.lastauth(u, real)
+            yield (u, extra, store.user_usage(u) if wants_usage(u) else None,
+                   store.lastauth(u, real) if wants_auth else None)
         return
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _child(store, real, r, w, wants_usage)  # never returns
+        _child(store, real, r, w, wants_usage, wants_auth)  # never returns
     os.close(w)
     feed = os.fdopen(r, "rb")
     in_step = True
@@ -46,7 +48,8 @@ def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone
                 got = _answer(feed, u)
                 in_step = got is not None  # out of step once: the rest is read here
             if got is None:
-                yield u, extra, store.user_usage(u) if wants_usage(u) else None, store.lastauth(u, real)
+                yield (u, extra, store.user_usage(u) if wants_usage(u) else None,
+                       store.lastauth(u, real) if wants_auth else None)
             else:
                 yield u, extra, *got
     finally:
@@ -58,7 +61,7 @@ def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone
         os.waitpid(pid, 0)
 
 
-def _child(store, real: str, r: int, w: int, wants_usage) -> None:
+def _child(store, real: str, r: int, w: int, wants_usage, wants_auth: bool) -> None:
     """Every other user's (odd positions) usage and lastauth as one tab-separated line each:
     name, bytes, messages, percent (all three empty: usage not wanted), lastauth time, lastauth
     content (hex where bytes may be anything).  Leaves by os._exit: nothing of the parent's
@@ -71,7 +74,7 @@ def _child(store, real: str, r: int, w: int, wants_usage) -> None:
         for i, u in enumerate(store.list_users(real)):
             if not i % 2:
                 continue
-            auth = store.lastauth(u, real)
+            auth = store.lastauth(u, real) if wants_auth else None
             if wants_usage(u):
                 us = store.user_usage(u)
                 usage = (b"%d" % us.bytes, b"%d" % us.messages, b"" if us.percent is None else b"%d" % us.percent)
