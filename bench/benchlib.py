@@ -63,40 +63,19 @@ def scratch_dir(prefix: str, inodes: int = 4_000_000, size_gb: int = 64):
 
     base = tempfile.mkdtemp(prefix=prefix, dir=os.environ.get("TMPDIR", "/var/tmp"))
     img = base + ".img"
-    mounted = False
-    # a bench stopped by SIGTERM unmounts and removes its image too
-    was = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # SIGTERM is held off while the file system is set up and taken down (a half-attached loop
+    # device or a mount that is not known yet would be left behind) and, while the bench runs,
+    # stops it through this function's cleanup
+    was = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    device = _private_fs(img, base, inodes, size_gb)
+    where = (f"a fresh journaled ext4 ({size_gb} GB sparse image, {inodes:,} inodes, direct-I/O loop)"
+             if device else f"a plain directory in {os.path.dirname(base)}")
     try:
-        if (os.environ.get("VCLI_BENCH_FS") != "plain" and os.geteuid() == 0 and shutil.which("mkfs.ext4")
-                and os.path.exists("/dev/loop-control")):
-            with open(img, "wb") as f:
-                f.truncate(size_gb << 30)  # sparse: blocks are taken as they are written
-            # the inode tables of a sparse file read as zeros: no initialisation needed (noinit_itable),
-            # so no background zeroing competes with the bench; discard gives freed blocks back
-            mk = subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(inodes),
-                                 "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", img],
-                                capture_output=True, text=True)
-            # direct I/O: the image's pages are not cached a second time under the file system's
-            # own (a million users' directories would not fit twice in memory)
-            lo = mk.returncode == 0 and subprocess.run(["losetup", "--direct-io=on", "--find", "--show", img],
-                                                       capture_output=True, text=True)
-            device = lo.stdout.strip() if lo and lo.returncode == 0 else None
-            mt = device and subprocess.run(["mount", "-o", "noinit_itable,discard", device, base],
-                                           capture_output=True, text=True)
-            if mt and mt.returncode == 0:
-                mounted = True
-            else:
-                if device:
-                    subprocess.run(["losetup", "-d", device], capture_output=True)
-                why = (mk.stderr if mk.returncode else (mt.stderr if mt else lo.stderr if lo else "")).strip().splitlines()
-                print(f"bench: no private filesystem ({why[-1] if why else 'mkfs/mount failed'}); "
-                      "a plain directory instead", file=sys.stderr)
-                os.unlink(img)
-        where = (f"a fresh journaled ext4 ({size_gb} GB sparse image, {inodes:,} inodes, direct-I/O loop)"
-                 if mounted else f"a plain directory in {os.path.dirname(base)}")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         yield base, where
     finally:
-        if mounted:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if device:
             if subprocess.run(["umount", base], capture_output=True).returncode:
                 subprocess.run(["umount", "-l", base], capture_output=True)
             subprocess.run(["losetup", "-d", device], capture_output=True)
@@ -104,6 +83,44 @@ def scratch_dir(prefix: str, inodes: int = 4_000_000, size_gb: int = 64):
             subprocess.run(["rm", "-rf", base])  # several times faster than shutil.rmtree
         if os.path.exists(img):
             os.unlink(img)
-        if os.path.isdir(base):
+        if os.path.isdir(base) and not os.path.ismount(base):
             os.rmdir(base)
         signal.signal(signal.SIGTERM, was)
+
+
+def _private_fs(img: str, base: str, inodes: int, size_gb: int) -> str | None:
+    """The loop device of a fresh ext4 in `img`, mounted on `base`; None (and nothing left
+    behind but `base`) when this machine cannot, or VCLI_BENCH_FS=plain."""
+    if (os.environ.get("VCLI_BENCH_FS") == "plain" or os.geteuid() != 0 or not os.path.exists("/dev/loop-control")
+            or not all(shutil.which(c) for c in ("mkfs.ext4", "losetup", "mount"))):
+        return None
+    device = None
+    why = "mkfs/losetup/mount failed"
+    try:
+        with open(img, "wb") as f:
+            f.truncate(size_gb << 30)  # sparse: blocks are taken as they are written
+        # the inode tables of a sparse file read as zeros: no initialisation needed (noinit_itable),
+        # so no background zeroing competes with the bench; discard gives freed blocks back
+        steps = [["mkfs.ext4", "-q", "-F", "-m", "0", "-N", str(inodes),
+                  "-E", "lazy_itable_init=1,lazy_journal_init=1,nodiscard", img],
+                 # direct I/O: the image's pages are not cached a second time under the file
+                 # system's own (a million users' directories would not fit twice in memory)
+                 ["losetup", "--direct-io=on", "--find", "--show", img]]
+        for argv in steps:
+            r = subprocess.run(argv, capture_output=True, text=True)
+            if r.returncode:
+                why = (r.stderr.strip().splitlines() or [why])[-1]
+                raise OSError(why)
+        device = r.stdout.strip()
+        r = subprocess.run(["mount", "-o", "noinit_itable,discard", device, base], capture_output=True, text=True)
+        if r.returncode:
+            why = (r.stderr.strip().splitlines() or [why])[-1]
+            raise OSError(why)
+        return device
+    except OSError as exc:
+        if device:
+            subprocess.run(["losetup", "-d", device], capture_output=True)
+        if os.path.exists(img):
+            os.unlink(img)
+        print(f"bench: no private file system ({exc}); a plain directory instead", file=sys.stderr)
+        return None

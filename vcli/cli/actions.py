@@ -213,10 +213,10 @@ def user_info_lines(store, address: str | None, domain: str | None, selectors: s
                     yield SEPARATOR
                     yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask)
                 return
-            from .listing import usage_and_lastauth  # both cores for a big cdb domain
+            from .listing import child_size, usage_and_lastauth  # both cores for a big cdb domain
 
             wants = _has_quota if not selectors or "Q" in selectors else _nobody
-            size = store.user_counter(store.real_entry(real)) if hasattr(store, "auth") else 0
+            size = child_size(store, real)
             auth_shown = not selectors or "l" in selectors
             for u, mask, usage, auth in usage_and_lastauth(store, real, pairs, size, wants, auth_shown):
                 yield SEPARATOR

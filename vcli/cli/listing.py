@@ -20,6 +20,14 @@ from ..model import UserUsage
 BESIDE_FROM = 5000  # users of a domain from which the child is worth its fork
 
 
+def child_size(store, real: str) -> int:
+    """The domain's user count where a child can read beside this process (a local cdb store),
+    else 0, read from nothing (an SQL store's dir_control or a remote daemon is not asked)."""
+    if getattr(getattr(store, "auth", None), "name", None) != "cdb":
+        return 0
+    return store.user_counter(store.real_entry(real))
+
+
 def _everyone(u) -> bool:
     return True
 
