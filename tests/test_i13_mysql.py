@@ -384,6 +384,7 @@ def test_i13_03_lookup_path_imports_no_more_than_the_driver(my):
     assert r.returncode == 0 and "name:   bob" in r.stdout, r.stderr
     assert "MySQLdb._mysql" in lookup and "vcli.store.auth.mysqlconn" in lookup
     assert not lookup & {"MySQLdb.connections", "MySQLdb.cursors", "MySQLdb.converters", "decimal"}, lookup
+    assert not lookup & {"MySQLdb", "MySQLdb.times", "datetime"}, lookup  # the package's __init__ is not run
     assert sorted(lookup & BANNED) == []
     db = my.db
     r, driver = _imports(my.env, DRIVER.format(port=db.port, user=db.user, password=db.password,
@@ -598,3 +599,25 @@ def test_i13_03_lastauth_follows_a_domain_made_again(my):
         store.set_lastauth(other, "al.test", "198.51.100.9")
         assert store.lastauth(other, "al.test")[1] == "198.51.100.9"
         assert store.lastauth(user, D)[1] == "192.0.2.7"
+
+
+def test_i13_03_the_real_mysqldb_package_after_the_lean_c_layer():
+    """mysqlconn loads MySQLdb._mysql without running the package's __init__ (a stand-in parent
+    while it loads, taken out after): a later `import MySQLdb` in the same process runs the real
+    package, which uses the same C module and exception classes, and connect, cursors and the
+    converters are all there."""
+    import subprocess
+    import sys
+
+    probe = """
+import sys
+from vcli.store.auth import mysqlconn
+assert "MySQLdb" not in sys.modules and "datetime" not in sys.modules
+import MySQLdb, MySQLdb.cursors, MySQLdb.converters
+assert MySQLdb._mysql is mysqlconn._mysql
+assert MySQLdb.Error is mysqlconn.Error and MySQLdb.OperationalError is mysqlconn.OperationalError
+assert callable(MySQLdb.connect) and MySQLdb.cursors.Cursor and "datetime" in sys.modules
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr

@@ -76,9 +76,9 @@ class MysqlDialect:
     def errors(self):
         """The driver's error base class (imported on first use)."""
         if self._errors is None:
-            import MySQLdb
+            from .mysqlconn import Error
 
-            MysqlDialect._errors = MySQLdb.Error
+            MysqlDialect._errors = Error
         return self._errors
 
     # --- identifiers and statement shapes ------------------------------------------------------
@@ -129,9 +129,7 @@ class MysqlDialect:
         """A session as vmysql.c opens one (2 s connect timeout), utf8mb4, strict, autocommit on
         (a change is an explicit transaction).  The update connection creates the database when
         it can log in but not select it (sql.md §2.4)."""
-        from MySQLdb import OperationalError
-
-        from .mysqlconn import Connection
+        from .mysqlconn import Connection, OperationalError
 
         kw = {"user": server.user, "password": server.password, "charset": "utf8mb4", "connect_timeout": 2,
               "init_command": f"SET SESSION sql_mode = '{SQL_MODE}'"}
