@@ -48,7 +48,7 @@ def empty_store(root: str, etc_files: tuple[str, ...] = ("vlimits.default", "pas
 @contextmanager
 def scratch_dir(prefix: str, inodes: int = 4_000_000, size_gb: int = 64):
     """A directory for a bench's stores and floors, on a fresh journaled ext4 of its own when it
-    can (root, a loop device): a sparse image file, mounted by loop, with `inodes` inodes.
+    can (root, a loop device): a sparse image file on a direct-I/O loop device, with `inodes` inodes.
 
     Why: this machine's root filesystem is ext4 without a journal, and there the kernel's inode
     allocator skips (and scans) the inodes deleted in the last minutes (ext4 recently_deleted(),

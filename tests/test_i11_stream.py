@@ -153,9 +153,9 @@ def test_i11_02_listing_reads_beside_a_child_give_the_same_answers(st, monkeypat
             f.write(b"198.51.100.7\tw\xe9ird")
         os.unlink(os.path.join(by["frank"].dir, "lastauth"))
         pairs = [(u, u.name.upper()) for u in users if u.name != skip]
-        serial = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs), 0)]
+        serial = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs))]
         monkeypatch.setattr(listing, "BESIDE_FROM", 1)
-        forked = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs), 10)]
+        forked = [(u.name, x, us, a) for u, x, us, a in listing.usage_and_lastauth(store, "example.test", iter(pairs))]
     assert forked == serial
     got = {name: (us, a) for name, _, us, a in forked}
     assert got["bob"][0].bytes == 1234 and got["bob"][0].messages == 1

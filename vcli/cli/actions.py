@@ -196,10 +196,6 @@ def _has_quota(u) -> bool:
     return u.quota != "NOQUOTA"  # vuserinfo shows "NOQUOTA", no usage, for the others
 
 
-def _nobody(u) -> bool:
-    return False
-
-
 def user_info_lines(store, address: str | None, domain: str | None, selectors: str):
     """vuserinfo's lines; for a domain a generator, one user's block at a time, with the domain's
     limit bits read once (print_lines writes it as it comes)."""
@@ -207,18 +203,12 @@ def user_info_lines(store, address: str | None, domain: str | None, selectors: s
         users, real = domain_users(store, domain)
 
         def blocks():
-            pairs = with_mask(store, users, real)
-            if selectors and "l" not in selectors and "Q" not in selectors:  # no disk read a user
-                for u, mask in pairs:
-                    yield SEPARATOR
-                    yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask)
-                return
-            from .listing import child_size, usage_and_lastauth  # both cores for a big cdb domain
+            from .listing import usage_and_lastauth  # both cores for a big cdb domain
 
-            wants = _has_quota if not selectors or "Q" in selectors else _nobody
-            size = child_size(store, real)
+            wants = _has_quota if not selectors or "Q" in selectors else None
             auth_shown = not selectors or "l" in selectors
-            for u, mask, usage, auth in usage_and_lastauth(store, real, pairs, size, wants, auth_shown):
+            pairs = with_mask(store, users, real)
+            for u, mask, usage, auth in usage_and_lastauth(store, real, pairs, wants, auth_shown):
                 yield SEPARATOR
                 yield from vuserinfo_lines(store, u, real, selectors, listing=True, mask=mask, usage=usage, auth=auth)
 

@@ -351,9 +351,9 @@ def vuserinfo(
             def stream():  # one user at a time (issue 11 item 2): never the whole domain in memory
                 pairs = A.with_mask(store, users, real)
                 if with_usage:  # the Maildir and lastauth reads, on two cores for a big cdb domain
-                    from .listing import child_size, usage_and_lastauth
+                    from .listing import usage_and_lastauth
 
-                    read = usage_and_lastauth(store, real, pairs, child_size(store, real))
+                    read = usage_and_lastauth(store, real, pairs)
                 else:
                     read = ((u, mask, None, READ) for u, mask in pairs)
                 for i, (u, mask, usage, auth) in enumerate(read, 1):

@@ -20,27 +20,31 @@ from ..model import UserUsage
 BESIDE_FROM = 5000  # users of a domain from which the child is worth its fork
 
 
-def child_size(store, real: str) -> int:
-    """The domain's user count where a child can read beside this process (a local cdb store),
-    else 0, read from nothing (an SQL store's dir_control or a remote daemon is not asked)."""
-    if getattr(getattr(store, "auth", None), "name", None) != "cdb":
-        return 0
-    return store.user_counter(store.real_entry(real))
-
-
 def _everyone(u) -> bool:
     return True
 
 
-def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone, wants_auth: bool = True):
+def _reads(store, real: str, u, wants_usage, wants_auth: bool) -> tuple:
+    """(usage or None, lastauth or None) of one user, as asked."""
+    return (store.user_usage(u) if wants_usage is not None and wants_usage(u) else None,
+            store.lastauth(u, real) if wants_auth else None)
+
+
+def _child_helps(store, real: str, wants_usage, wants_auth: bool) -> bool:
+    """A local cdb store, something to read, and a domain big enough for the fork.  Nothing else
+    is asked for it (an SQL store's dir_control or a remote daemon is not)."""
+    if (wants_usage is None and not wants_auth) or getattr(getattr(store, "auth", None), "name", None) != "cdb":
+        return False
+    return store.user_counter(store.real_entry(real)) >= BESIDE_FROM
+
+
+def usage_and_lastauth(store, real: str, pairs, wants_usage=_everyone, wants_auth: bool = True):
     """(user, extra, UserUsage, lastauth) for each (user, extra) of the iterator `pairs` (the
-    domain's listing, in vpasswd order); `size`: the domain's user count, to decide whether a
-    child helps.  `wants_usage(user)`: whether the user's usage is read (else None); `wants_auth`:
-    whether lastauth is (else None for all)."""
-    if size < BESIDE_FROM or getattr(getattr(store, "auth", None), "name", None) != "cdb":
+    domain's listing, in vpasswd order).  `wants_usage(user)`: whether the user's usage is read
+    (None: nobody's); `wants_auth`: whether lastauth is (else None for all)."""
+    if not _child_helps(store, real, wants_usage, wants_auth):
         for u, extra in pairs:
-            yield (u, extra, store.user_usage(u) if wants_usage(u) else None,
-                   store.lastauth(u, real) if wants_auth else None)
+            yield u, extra, *_reads(store, real, u, wants_usage, wants_auth)
         return
     r, w = os.pipe()
     pid = os.fork()
@@ -56,8 +60,7 @@ def usage_and_lastauth(store, real: str, pairs, size: int, wants_usage=_everyone
                 got = _answer(feed, u)
                 in_step = got is not None  # out of step once: the rest is read here
             if got is None:
-                yield (u, extra, store.user_usage(u) if wants_usage(u) else None,
-                       store.lastauth(u, real) if wants_auth else None)
+                yield u, extra, *_reads(store, real, u, wants_usage, wants_auth)
             else:
                 yield u, extra, *got
     finally:
@@ -82,12 +85,9 @@ def _child(store, real: str, r: int, w: int, wants_usage, wants_auth: bool) -> N
         for i, u in enumerate(store.list_users(real)):
             if not i % 2:
                 continue
-            auth = store.lastauth(u, real) if wants_auth else None
-            if wants_usage(u):
-                us = store.user_usage(u)
-                usage = (b"%d" % us.bytes, b"%d" % us.messages, b"" if us.percent is None else b"%d" % us.percent)
-            else:
-                usage = (b"", b"", b"")
+            us, auth = _reads(store, real, u, wants_usage, wants_auth)
+            usage = (b"", b"", b"") if us is None else (
+                b"%d" % us.bytes, b"%d" % us.messages, b"" if us.percent is None else b"%d" % us.percent)
             out.write(b"\t".join((
                 u.name.encode("utf-8", "surrogateescape").hex().encode(), *usage,
                 b"" if auth is None else repr(auth[0]).encode(),

@@ -78,7 +78,7 @@ def vuserinfo_lines(store, user, domain: str, selectors: str, listing: bool = Fa
     def usage_line() -> str:
         if user.quota == "NOQUOTA":
             return "NOQUOTA"
-        return usage_text(user.quota, (usage or store.user_usage(user)).percent)
+        return usage_text(user.quota, (usage if usage is not None else store.user_usage(user)).percent)
 
     def lastauth() -> list[str]:
         return lastauth_lines(store.lastauth(user, domain) if auth is READ else auth)

@@ -22,6 +22,7 @@ def _c_layer():
     package (the real one's spec and path, none of its code) is in sys.modules; it is taken out
     again, so a later `import MySQLdb` (a test, a site's script in the same process) runs the real
     package, which finds the same submodules, classes and all, already loaded."""
+    stand_in = None
     if "MySQLdb" not in sys.modules:
         spec = None
         for finder in sys.meta_path:
@@ -34,15 +35,12 @@ def _c_layer():
             stand_in.__spec__, stand_in.__package__ = spec, "MySQLdb"
             stand_in.__path__ = list(spec.submodule_search_locations)
             sys.modules["MySQLdb"] = stand_in
-            try:
-                from MySQLdb import _mysql
-                from MySQLdb.constants import FIELD_TYPE, FLAG
-            finally:
-                if sys.modules.get("MySQLdb") is stand_in:
-                    del sys.modules["MySQLdb"]
-            return _mysql, FIELD_TYPE, FLAG
-    from MySQLdb import _mysql
-    from MySQLdb.constants import FIELD_TYPE, FLAG
+    try:
+        from MySQLdb import _mysql
+        from MySQLdb.constants import FIELD_TYPE, FLAG
+    finally:
+        if stand_in is not None and sys.modules.get("MySQLdb") is stand_in:
+            del sys.modules["MySQLdb"]
     return _mysql, FIELD_TYPE, FLAG
 
 
